@@ -1,0 +1,135 @@
+"""Typed settings: configs/pipeline.yaml, then CHOIRFLOW__SECTION__KEY environment overrides.
+
+Every path the pipeline touches comes from here, so a deployment moves the warehouse to
+object storage by changing one value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "CHOIRFLOW__"
+
+
+def project_root() -> Path:
+    """CHOIRFLOW_HOME if set, else the checkout this file lives in."""
+    env = os.environ.get("CHOIRFLOW_HOME")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathSettings(_Section):
+    raw: str = "data/raw"
+    warehouse: str = "data/warehouse"
+    reports: str = "data/reports"
+    models: str = "data/models"
+    jars: str = ".cache/jars"
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "choirflow"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "4g"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureSettings(_Section):
+    max_seq_len: int = Field(50, ge=1, le=1000)
+    history_days: int = Field(30, ge=1)
+    attribution_hours: float = Field(24.0, gt=0)
+    activity_low_max: int = Field(4, ge=0)
+    activity_mid_max: int = Field(19, ge=0)
+
+
+class TrainSettings(_Section):
+    model: str = "din"
+    train_days: int = Field(7, ge=1)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    embedding_dim: int = Field(16, ge=1)
+    seed: int = 42
+    device: str = "auto"
+
+
+class Settings(_Section):
+    paths: PathSettings = Field(default_factory=PathSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    def resolve(self, path: str) -> str:
+        """An absolute path or URI for a configured path (URIs such as s3a:// pass through)."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str(project_root() / path)
+
+    @property
+    def raw_dir(self) -> str:
+        return self.resolve(self.paths.raw)
+
+    @property
+    def warehouse_dir(self) -> str:
+        return self.resolve(self.paths.warehouse)
+
+    @property
+    def reports_dir(self) -> str:
+        return self.resolve(self.paths.reports)
+
+    @property
+    def models_dir(self) -> str:
+        return self.resolve(self.paths.models)
+
+    @property
+    def jars_dir(self) -> str:
+        return self.resolve(self.paths.jars)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """CHOIRFLOW__SPARK__MASTER=x -> {"spark": {"master": "x"}}; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if len(parts) < 2:
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Load settings from YAML (CHOIRFLOW_CONFIG or configs/pipeline.yaml) plus env overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    if path is None:
+        path = environ.get("CHOIRFLOW_CONFIG") or project_root() / "configs" / "pipeline.yaml"
+    data: dict[str, Any] = {}
+    if Path(path).exists():
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    return Settings.model_validate(_deep_merge(data, _env_overrides(environ)))
