@@ -22,7 +22,7 @@ SCALA_BINARY = "2.13"
 
 
 def delta_package() -> str:
-    """Maven coordinate of delta-spark matching the installed pyspark (e.g. delta-spark_4.1_2.13)."""
+    """Maven coordinate of the delta-spark JAR that matches the installed pyspark."""
     import pyspark
 
     major_minor = ".".join(pyspark.__version__.split(".")[:2])

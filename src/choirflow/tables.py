@@ -1,0 +1,110 @@
+"""The table registry: where each warehouse table lives, how it is partitioned and keyed.
+
+Tables are plain Delta tables at <warehouse>/<layer>/<name>, so any Delta reader opens them.
+Daily jobs replace exactly their partition (replaceWhere), upserting tables use MERGE: both
+make retries and backfills idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from choirflow.config import Settings
+
+
+@dataclass(frozen=True)
+class Table:
+    layer: str
+    name: str
+    partition_by: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    def path(self, settings: Settings) -> str:
+        return f"{settings.warehouse_dir.rstrip('/')}/{self.layer}/{self.name}"
+
+
+BRONZE_EVENTS = Table("bronze", "events", ("dt",), ("event_id",), "typed, deduplicated events")
+BRONZE_ITEMS = Table("bronze", "items", (), ("item_id",), "item catalogue, upserted")
+BRONZE_USERS = Table("bronze", "users", (), ("user_id",), "user attributes, upserted")
+BRONZE_QUARANTINE = Table(
+    "bronze", "quarantine", ("dt",), (), "rejected raw rows with the rule they broke"
+)
+BRONZE_INGEST_RUNS = Table("bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting")
+SILVER_BEHAVIORS = Table("silver", "behaviors", ("dt",), ("event_id",), "clicks and conversions")
+GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
+GOLD_METRICS = Table("gold", "metrics", ("dt",), (), "evaluation results, one row per metric")
+
+ALL_TABLES = [
+    BRONZE_EVENTS,
+    BRONZE_ITEMS,
+    BRONZE_USERS,
+    BRONZE_QUARANTINE,
+    BRONZE_INGEST_RUNS,
+    SILVER_BEHAVIORS,
+    GOLD_SAMPLES,
+    GOLD_METRICS,
+]
+
+
+def exists(spark: SparkSession, table: Table, settings: Settings) -> bool:
+    return DeltaTable.isDeltaTable(spark, table.path(settings))
+
+
+def read(
+    spark: SparkSession, table: Table, settings: Settings, version: int | None = None
+) -> DataFrame:
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(table.path(settings))
+
+
+def version(spark: SparkSession, table: Table, settings: Settings) -> int | None:
+    """The table's current Delta version (for lineage), or None when it does not exist."""
+    if not exists(spark, table, settings):
+        return None
+    history = DeltaTable.forPath(spark, table.path(settings)).history(1)
+    return int(history.select("version").first()[0])
+
+
+def replace_partition(df: DataFrame, table: Table, settings: Settings, predicate: str) -> None:
+    """Atomically replace the rows matching `predicate` (e.g. "dt = '2026-11-01'") with df."""
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if table.partition_by:
+        writer = writer.partitionBy(*table.partition_by)
+    writer.save(table.path(settings))
+
+
+def merge_upsert(
+    spark: SparkSession,
+    df: DataFrame,
+    table: Table,
+    settings: Settings,
+    newer_than: str | None = None,
+) -> None:
+    """Insert new keys, update existing ones (only if `newer_than` column is newer, when given)."""
+    path = table.path(settings)
+    if not DeltaTable.isDeltaTable(spark, path):
+        writer = df.write.format("delta").mode("overwrite")
+        if table.partition_by:
+            writer = writer.partitionBy(*table.partition_by)
+        writer.save(path)
+        return
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
+    update_when = f"s.{newer_than} > t.{newer_than}" if newer_than else None
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(df.alias("s"), condition)
+        .whenMatchedUpdateAll(condition=update_when)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
