@@ -231,13 +231,13 @@ def generate_world(cfg: WorldConfig) -> World:
     for s in range(n_sessions):
         user, t = session_users[s], session_times[s]
         day = int((t - start_ts) // 86400)
-        cand = rng.integers(0, cfg.items, size=cfg.candidates_per_session)
+        cand = np.unique(rng.integers(0, cfg.items, size=cfg.candidates_per_session))
         cand = cand[release_day[cand] <= day]
         score = 3.0 * content[cand] @ u["interest"][user] + rng.gumbel(size=len(cand))
         shown = cand[np.argsort(-score)[:k]]
         if len(shown) < k:  # a tiny catalogue early on: pad with released items
-            pool = np.flatnonzero(release_day <= day)
-            shown = np.concatenate([shown, rng.choice(pool, size=k - len(shown))])
+            pool = np.setdiff1d(np.flatnonzero(release_day <= day), shown)
+            shown = np.concatenate([shown, rng.choice(pool, size=k - len(shown), replace=False)])
         seq = np.zeros(k)
         if history_item[user]:
             past = np.asarray(history_item[user][-cfg.history_for_sequence :])

@@ -1,0 +1,1 @@
+"""Behaviours, sequences, temporal features and samples."""

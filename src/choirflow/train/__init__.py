@@ -1,0 +1,1 @@
+"""Data loading, the training loop and checkpoints."""

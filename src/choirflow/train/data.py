@@ -1,0 +1,143 @@
+"""gold.samples -> fixed-size numpy arrays, built once with vectorised code.
+
+Categorical values map to indices through a vocabulary fitted on the training window
+(0 = padding, 1 = out of vocabulary). Sequences are right-aligned into [N, L] arrays (most
+recent behaviour last) so batches are plain slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+PAD, OOV = 0, 1
+
+CATEGORICAL_FIELDS: tuple[str, ...] = (
+    "user_id",
+    "item_id",
+    "item_category",
+    "item_top_category",
+    "item_brand",
+    "price_bucket",
+    "age_band",
+    "gender",
+    "city_tier",
+    "device",
+    "surface",
+    "position",
+    "hour",
+    "weekday",
+    "activity_bucket",
+)
+# Sequence field -> the target field whose vocabulary (and embedding table) it shares.
+SEQUENCE_FIELDS: dict[str, str] = {"hist_item_ids": "item_id", "hist_categories": "item_category"}
+SAMPLE_COLUMNS = [
+    *CATEGORICAL_FIELDS,
+    *SEQUENCE_FIELDS,
+    "hist_gap_seconds",
+    "click",
+    "conversion",
+    "event_id",
+    "dt",
+]
+
+
+@dataclass
+class Vocabulary:
+    """Per-field value -> index maps; sequence fields reuse their target field's map."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+    def size(self, name: str) -> int:
+        return len(self.values[name]) + 2
+
+    def index(self, name: str) -> pd.Index:
+        return pd.Index(self.values[name])
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, min_count: int = 1) -> Vocabulary:
+        values: dict[str, list[str]] = {}
+        for name in CATEGORICAL_FIELDS:
+            col = frame[name].dropna().astype(str)
+            extra = [
+                _flatten(frame[seq])[0].astype(str)
+                for seq, target in SEQUENCE_FIELDS.items()
+                if target == name
+            ]
+            all_values = pd.concat([col, *(pd.Series(e) for e in extra)], ignore_index=True)
+            counts = all_values.value_counts()
+            values[name] = sorted(counts[counts >= min_count].index.tolist())
+        return cls(values)
+
+
+def _flatten(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A column of lists/arrays -> (all elements, length per row)."""
+    lengths = column.map(lambda v: 0 if v is None else len(v)).to_numpy(dtype=np.int64)
+    parts = [np.asarray(v) for v in column if v is not None and len(v)]
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+    return flat, lengths
+
+
+def _lookup(index: pd.Index, values: np.ndarray) -> np.ndarray:
+    pos = index.get_indexer(values)
+    return np.where(pos >= 0, pos + 2, OOV).astype(np.int64)
+
+
+def _right_aligned(flat: np.ndarray, lengths: np.ndarray, max_len: int, dtype) -> np.ndarray:
+    n = len(lengths)
+    out = np.zeros((n, max_len), dtype=dtype)
+    if flat.size == 0:
+        return out
+    rows = np.repeat(np.arange(n), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    within = np.arange(flat.size) - starts  # position inside its row's list
+    cols = max_len - np.repeat(lengths, lengths) + within  # right-align
+    keep = cols >= 0  # longer lists keep their most recent max_len items
+    out[rows[keep], cols[keep]] = flat[keep]
+    return out
+
+
+@dataclass
+class EncodedSamples:
+    categorical: np.ndarray  # [N, F] int64
+    sequences: dict[str, np.ndarray]  # name -> [N, L] int64
+    gaps_hours: np.ndarray  # [N, L] float32, 0 at padding
+    click: np.ndarray  # [N] float32
+    conversion: np.ndarray  # [N] float32
+    users: np.ndarray  # [N] object, for grouped metrics
+    activity_bucket: np.ndarray  # [N] object
+
+    def __len__(self) -> int:
+        return len(self.click)
+
+
+def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSamples:
+    categorical = np.stack(
+        [
+            np.where(
+                frame[name].isna().to_numpy(),
+                PAD,
+                _lookup(vocab.index(name), frame[name].astype(str).to_numpy()),
+            )
+            for name in CATEGORICAL_FIELDS
+        ],
+        axis=1,
+    )
+    sequences = {}
+    for seq, target in SEQUENCE_FIELDS.items():
+        flat, lengths = _flatten(frame[seq])
+        ids = _lookup(vocab.index(target), flat.astype(str)) if flat.size else flat.astype(np.int64)
+        sequences[seq] = _right_aligned(ids, lengths, max_len, np.int64)
+    flat_gap, gap_len = _flatten(frame["hist_gap_seconds"])
+    gaps = _right_aligned(flat_gap.astype(np.float32) / 3600.0, gap_len, max_len, np.float32)
+    return EncodedSamples(
+        categorical=categorical,
+        sequences=sequences,
+        gaps_hours=gaps,
+        click=frame["click"].to_numpy(dtype=np.float32),
+        conversion=frame["conversion"].to_numpy(dtype=np.float32),
+        users=frame["user_id"].to_numpy(dtype=object),
+        activity_bucket=frame["activity_bucket"].to_numpy(dtype=object),
+    )

@@ -1,0 +1,81 @@
+"""Shared fixtures: one SparkSession per test run, a tiny synthetic world, a temp warehouse.
+
+Environment is set before anything imports Airflow or reads settings, so no test touches the
+developer's data/ or ~/airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="choirflow-tests-"))
+os.environ.update(
+    {
+        "CHOIRFLOW_HOME": str(ROOT),
+        "CHOIRFLOW__PATHS__RAW": str(_TMP / "world" / "raw"),
+        "CHOIRFLOW__PATHS__WAREHOUSE": str(_TMP / "warehouse"),
+        "CHOIRFLOW__PATHS__REPORTS": str(_TMP / "reports"),
+        "CHOIRFLOW__PATHS__MODELS": str(_TMP / "models"),
+        "CHOIRFLOW__SPARK__MASTER": "local[2]",
+        "CHOIRFLOW__SPARK__SHUFFLE_PARTITIONS": "2",
+        "CHOIRFLOW__SPARK__DRIVER_MEMORY": "2g",
+        "AIRFLOW_HOME": str(_TMP / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+    }
+)
+# The shared jars folder of the checkout: fetched once by `make setup`.
+os.environ.setdefault("CHOIRFLOW__PATHS__JARS", str(ROOT / ".cache" / "jars"))
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    return _TMP
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from choirflow.config import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    from choirflow.spark import get_spark
+
+    session = get_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_world():
+    """The tiny preset, generated once and written where settings.paths.raw points."""
+    from choirflow.synth.world import PRESETS, generate_world, write_world
+
+    world = generate_world(PRESETS["tiny"])
+    write_world(world, _TMP / "world")
+    return world
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated SQLite metadata DB in the temp AIRFLOW_HOME."""
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run(
+        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return Path(os.environ["AIRFLOW_HOME"])

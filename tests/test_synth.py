@@ -1,0 +1,112 @@
+"""The synthetic world is deterministic and really carries each planted effect."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from choirflow.contracts import load_contract
+from choirflow.synth.world import PRESETS, WorldConfig, generate_world, write_world
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(WorldConfig(users=1500, items=400, days=6, sessions_median=0.4))
+
+
+@pytest.fixture(scope="module")
+def impressions(world):
+    ev = world.events[world.events["event_type"] == "impression"]
+    return ev.merge(world.oracle_impressions.drop(columns="position"), on="event_id")
+
+
+def _ctr_by_quintile(frame: pd.DataFrame, column: str) -> np.ndarray:
+    q = pd.qcut(frame[column].rank(method="first"), 5, labels=False)
+    return frame.groupby(q)["clicked"].mean().to_numpy()
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a = generate_world(PRESETS["tiny"])
+    b = generate_world(PRESETS["tiny"])
+    c = generate_world(WorldConfig(**{**PRESETS["tiny"].__dict__, "seed": 8}))
+    pd.testing.assert_frame_equal(a.events, b.events)
+    pd.testing.assert_frame_equal(a.oracle_impressions, b.oracle_impressions)
+    assert not a.events["item_id"].equals(c.events["item_id"])
+
+
+def test_written_files_are_identical_across_runs(tmp_path):
+    for name in ("a", "b"):
+        write_world(generate_world(PRESETS["tiny"]), tmp_path / name)
+    day = sorted((tmp_path / "a" / "raw" / "events").iterdir())[1].name
+    a = (tmp_path / "a" / "raw" / "events" / day / "part-00000.jsonl").read_bytes()
+    b = (tmp_path / "b" / "raw" / "events" / day / "part-00000.jsonl").read_bytes()
+    assert a == b and len(a) > 1000
+
+
+def test_raw_files_follow_the_contract(tmp_path):
+    world = generate_world(PRESETS["tiny"])
+    write_world(world, tmp_path)
+    for source in ("events", "items", "users"):
+        contract = load_contract(f"raw_{source}")
+        first = next((tmp_path / "raw" / source).glob("dt=*/part-*.jsonl"))
+        record = json.loads(first.read_text().splitlines()[0])
+        assert set(record) == set(contract.column_names), source
+
+
+def test_clicks_rise_with_the_planted_decayed_sequence_term(impressions):
+    with_history = impressions[impressions["sequence_term"] != 0]
+    ctr = _ctr_by_quintile(with_history, "sequence_term")
+    assert ctr[-1] > ctr[0] * 1.5, ctr
+    assert np.all(np.diff(ctr) > -0.01), ctr
+
+
+def test_clicks_rise_with_interest_match_and_group_category_affinity(impressions):
+    for column in ("interest_term", "affinity_term"):
+        ctr = _ctr_by_quintile(impressions, column)
+        assert ctr[-1] > ctr[0] * 1.5, (column, ctr)
+
+
+def test_position_bias(impressions):
+    by_pos = impressions.groupby("position")["clicked"].mean()
+    assert by_pos.iloc[0] > by_pos.iloc[-1] * 1.3
+
+
+def test_activity_is_heavy_tailed_and_mostly_low(world):
+    buckets = world.summary["users_by_activity_bucket"]
+    assert buckets["low"] > buckets["mid"] > buckets["high"] > 0
+    per_user = world.events[world.events["event_type"] == "impression"].groupby("user_id").size()
+    assert per_user.max() > 10 * per_user.median()
+
+
+def test_demographics_carry_the_latent_group(world):
+    users = world.users.merge(world.oracle_users, on="user_id").dropna(subset=["age_band"])
+    table = pd.crosstab(users["coarse_group"], users["age_band"], normalize="index")
+    overall = users["age_band"].value_counts(normalize=True)
+    # Each group's favourite band is clearly over-represented in it.
+    lift = [table.loc[g].max() / overall[table.loc[g].idxmax()] for g in table.index]
+    assert min(lift) > 1.3, lift
+    assert 0.05 < world.users["age_band"].isna().mean() < 0.3
+
+
+def test_image_vector_is_a_noisy_view_of_item_content(world):
+    has_image = world.items["image_vector"].notna()
+    assert 0.6 < has_image.mean() < 0.95
+    assert all(len(v) == world.config.image_dim for v in world.items.loc[has_image, "image_vector"])
+
+
+def test_conversions_follow_a_click_of_the_same_request(world):
+    ev = world.events
+    clicks = ev[ev["event_type"] == "click"].set_index(["request_id", "item_id"])["event_time"]
+    conv = ev[ev["event_type"] == "conversion"]
+    assert len(conv) > 0
+    click_time = clicks.reindex(pd.MultiIndex.from_frame(conv[["request_id", "item_id"]]))
+    assert click_time.notna().all()
+    assert (conv["event_time"].to_numpy() > click_time.to_numpy()).all()
+
+
+def test_oracle_probabilities_are_informative(world):
+    assert world.summary["oracle_auc"] > 0.7
+    assert 0.03 < world.summary["ctr"] < 0.3
