@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 DEFAULT_ARGS = {
     "owner": "choirflow",
@@ -19,8 +19,12 @@ DEFAULT_ARGS = {
 
 
 def _day() -> str:
-    """The partition date of this run: the start of its data interval."""
-    return get_current_context()["data_interval_start"].strftime("%Y-%m-%d")
+    """The partition date of this run: the `day` param if given, else its data interval start.
+
+    A manual run with logical date D covers the interval that ends at D, i.e. the day before.
+    """
+    context = get_current_context()
+    return context["params"].get("day") or context["data_interval_start"].strftime("%Y-%m-%d")
 
 
 @dag(
@@ -32,6 +36,14 @@ def _day() -> str:
     default_args=DEFAULT_ARGS,
     tags=["choirflow", "daily"],
     doc_md=__doc__,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Process this UTC day instead of the run's data interval (YYYY-MM-DD).",
+        )
+    },
 )
 def choirflow_daily():
     @task

@@ -79,3 +79,17 @@ def airflow_db():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture(scope="session")
+def days(tiny_world) -> list[str]:
+    start = tiny_world.config.start
+    return [str(start.fromordinal(start.toordinal() + d)) for d in range(tiny_world.config.days)]
+
+
+@pytest.fixture(scope="session")
+def built(spark, settings, days):
+    """Days 1-3 of the tiny world run in order through the pipeline functions."""
+    from choirflow import pipeline
+
+    return [pipeline.run_day(dt, settings) for dt in days[:3]]

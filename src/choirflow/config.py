@@ -56,8 +56,8 @@ class TrainSettings(_Section):
     model: str = "din"
     train_days: int = Field(7, ge=1)
     epochs: int = Field(1, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
     embedding_dim: int = Field(16, ge=1)
     seed: int = 42
     device: str = "auto"
