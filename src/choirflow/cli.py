@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -110,9 +111,26 @@ def demo(
         pipeline.run_range(in_process[0], in_process[-1], settings)
     env = _airflow_env()
     for day in through_airflow:
-        typer.echo(f"==> airflow dags test choirflow_daily {day}")
-        cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "choirflow_daily", day]
-        subprocess.run(cmd, env=env, check=True)
+        # A run at logical date D processes the data interval that ends at D: the day before.
+        logical = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        typer.echo(f"==> airflow dags test choirflow_daily {logical}  (processes {day})")
+        cmd = [
+            str(Path(sys.executable).parent / "airflow"),
+            "dags",
+            "test",
+            "choirflow_daily",
+            logical,
+        ]
+        log = Path(settings.reports_dir) / "airflow" / f"choirflow_daily-{day}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            proc = subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        for line in log.read_text().splitlines():
+            if line.startswith(("[ingest", "[features", "[train")) or "DagRun Finished" in line:
+                typer.echo("    " + line[:220])
+        if proc.returncode != 0:
+            typer.echo(f"airflow dags test failed; full log: {log}", err=True)
+            raise typer.Exit(proc.returncode)
     typer.echo(f"==> pipeline finished in {time.perf_counter() - t0:.0f}s")
     _print_results(settings, days[-1])
 
