@@ -83,10 +83,10 @@ def _airflow_env() -> dict[str, str]:
 def demo(
     preset: Annotated[str, typer.Option(help="world preset")] = "demo",
     airflow_days: Annotated[
-        int, typer.Option(help="days run through `airflow dags test`; earlier days run in-process")
-    ] = 0,
+        int, typer.Option(help="last N days via `airflow dags test` (0 = all); earlier in-process")
+    ] = 2,
 ) -> None:
-    """Generate the demo world and run `choirflow_daily` through Airflow for each of its days."""
+    """Generate the demo world; run its days, the last ones through Airflow's `choirflow_daily`."""
     from choirflow.config import load_settings
     from choirflow.synth.world import generate_world, write_world
     from choirflow.synth.world import preset as make_preset

@@ -1,16 +1,15 @@
 """The one SparkSession factory: Delta configured, local by default, any master by config.
 
-Delta's JARs are resolved from Maven Central once (`fetch_delta_jars`) into the jars folder and
-passed with `spark.jars` afterwards, so later sessions start offline: Ivy would otherwise
-contact its resolver on every start.
+Delta's JARs are fetched from Maven Central once (`fetch_delta_jars`) into the jars folder and
+passed with `spark.jars` afterwards, so later sessions start offline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import sys
-import tempfile
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -21,50 +20,56 @@ from choirflow.config import Settings, load_settings
 SCALA_BINARY = "2.13"
 
 
-def delta_package() -> str:
-    """Maven coordinate of the delta-spark JAR that matches the installed pyspark."""
+MAVEN_REPO = os.environ.get("CHOIRFLOW_MAVEN_REPO", "https://repo1.maven.org/maven2")
+
+
+def _delta_artifacts() -> list[tuple[str, str, str]]:
+    """(group, artifact, version) of the two JARs Delta needs beside Spark's own."""
     import pyspark
 
     major_minor = ".".join(pyspark.__version__.split(".")[:2])
-    delta_version = metadata.version("delta-spark")  # the JAR must match the Python API
-    return f"io.delta:delta-spark_{major_minor}_{SCALA_BINARY}:{delta_version}"
+    version = metadata.version("delta-spark")  # the JAR must match the Python API
+    return [
+        ("io.delta", f"delta-spark_{major_minor}_{SCALA_BINARY}", version),
+        ("io.delta", "delta-storage", version),
+    ]
 
 
-# Spark itself ships Hadoop, Jackson, Parquet and log4j; Ivy also resolves (older) copies of
-# them as Delta's transitive dependencies. Only Delta's own JARs go on the classpath.
-_DELTA_JAR_PREFIXES = ("io.delta_delta-spark", "io.delta_delta-storage")
+def delta_package() -> str:
+    """Maven coordinate of the delta-spark JAR that matches the installed pyspark."""
+    group, artifact, version = _delta_artifacts()[0]
+    return f"{group}:{artifact}:{version}"
 
 
 def delta_jars(settings: Settings) -> list[str]:
-    jars_dir = Path(settings.jars_dir)
-    return sorted(str(p) for p in jars_dir.glob("*.jar") if p.name.startswith(_DELTA_JAR_PREFIXES))
+    names = {f"{a}-{v}.jar" for _, a, v in _delta_artifacts()}
+    return sorted(str(p) for p in Path(settings.jars_dir).glob("*.jar") if p.name in names)
 
 
 def fetch_delta_jars(settings: Settings | None = None) -> list[str]:
-    """Resolve Delta's JARs with Ivy once and keep them; a no-op when they are already there."""
+    """Download Delta's JARs from Maven Central once, checking each against its SHA-1.
+
+    Spark's own Ivy resolution would also pull (older) copies of Hadoop, Jackson and Parquet
+    that Spark already ships, and would contact the resolver on every session start.
+    """
     settings = settings or load_settings()
-    jars = delta_jars(settings)
-    if jars:
-        return jars
     jars_dir = Path(settings.jars_dir)
     jars_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="choirflow-ivy-") as ivy:
-        spark = (
-            SparkSession.builder.master("local[1]")
-            .appName("choirflow-fetch-jars")
-            .config("spark.jars.packages", delta_package())
-            .config("spark.jars.ivy", ivy)
-            .config("spark.ui.enabled", "false")
-            .getOrCreate()
-        )
-        spark.stop()
-        for jar in Path(ivy, "jars").glob("*.jar"):
-            if jar.name.startswith(_DELTA_JAR_PREFIXES):
-                shutil.copy2(jar, jars_dir / jar.name)
-    jars = delta_jars(settings)
-    if not any("delta-spark" in j for j in jars):
-        raise RuntimeError(f"Delta JARs were not resolved into {jars_dir}")
-    return jars
+    for group, artifact, version in _delta_artifacts():
+        target = jars_dir / f"{artifact}-{version}.jar"
+        if target.exists():
+            continue
+        url = f"{MAVEN_REPO}/{group.replace('.', '/')}/{artifact}/{version}/{target.name}"
+        with urllib.request.urlopen(url, timeout=120) as response:
+            payload = response.read()
+        with urllib.request.urlopen(url + ".sha1", timeout=60) as response:
+            expected = response.read().decode().split()[0].strip()
+        if hashlib.sha1(payload).hexdigest() != expected:
+            raise RuntimeError(f"checksum mismatch for {url}")
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(payload)
+        tmp.rename(target)
+    return delta_jars(settings)
 
 
 def get_spark(settings: Settings | None = None) -> SparkSession:
