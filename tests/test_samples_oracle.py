@@ -66,3 +66,72 @@ def test_sequences_match_the_pandas_oracle(spark, seed):
     assert len(merged) > 0
     assert (got.hist_len == max_len).any()
     assert (got.loc[impressions.event_id[impressions.user_id == "new_user"], "hist_len"] == 0).all()
+
+
+def _random_events(rng, n, prefix, users, start, seconds):
+    return pd.DataFrame(
+        {
+            "event_id": [f"{prefix}{i:04d}" for i in range(n)],
+            "user_id": rng.choice(users, n),
+            "event_time": start + pd.to_timedelta(rng.integers(0, seconds, n), unit="s"),
+            "item_id": [f"i{j}" for j in rng.integers(0, 30, n)],
+            "category": [f"c{j}" for j in rng.integers(0, 5, n)],
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_carried_state_matches_the_oracle_with_late_impressions(spark, seed):
+    """Yesterday's clicks arrive as state; today's partition holds late impressions too."""
+    from choirflow.features.sequences import sequence_columns, sequences_for_day, state_from_clicks
+
+    rng = np.random.default_rng(seed)
+    day1, day2 = pd.Timestamp("2026-11-01"), pd.Timestamp("2026-11-02")
+    users = ["u1", "u2", "u3", "u4"]
+    clicks_1 = _random_events(rng, 60, "a", users, day1, 86400)
+    clicks_2 = _random_events(rng, 60, "b", users, day2, 30)  # many same-second ties
+    on_time = _random_events(rng, 80, "m", users + ["fresh"], day2, 30)
+    late = _random_events(rng, 20, "n", users, day1 + pd.Timedelta(hours=20), 4 * 3600)
+    impressions = pd.concat([on_time, late], ignore_index=True).drop(columns="category")
+    max_len = 200  # no truncation: late impressions see exactly the oracle's history
+    prev = state_from_clicks(spark.createDataFrame(clicks_1), max_len)
+    with_hist, changed = sequences_for_day(
+        spark.createDataFrame(impressions), spark.createDataFrame(clicks_2), prev, max_len
+    )
+    got = with_hist.select("event_id", *sequence_columns()).toPandas().set_index("event_id")
+    all_clicks = pd.concat([clicks_1, clicks_2], ignore_index=True)
+    expected = oracle_sequences(impressions, all_clicks, max_len)
+    for event_id, (items, _, _) in expected.items():
+        assert list(got.loc[event_id, "hist_item_ids"]) == items, event_id
+        assert all(g > 0 for g in got.loc[event_id, "hist_gap_seconds"])
+    assert (got.loc[late.event_id, "hist_len"] < got.hist_len.max()).all()
+
+
+def test_incremental_state_equals_full_recomputation(spark):
+    from choirflow.features.sequences import (
+        empty_state,
+        next_state,
+        sequences_for_day,
+        state_from_clicks,
+    )
+
+    rng = np.random.default_rng(5)
+    users = [f"u{i}" for i in range(8)]
+    state = empty_state(spark)
+    days = []
+    for d in range(4):
+        start = pd.Timestamp("2026-11-01") + pd.Timedelta(days=d)
+        clicks = _random_events(rng, 50, f"d{d}-", users[: 5 + d], start, 86400)
+        imps = _random_events(rng, 10, f"m{d}-", users, start, 86400).drop(columns="category")
+        days.append(clicks)
+        _, changed = sequences_for_day(
+            spark.createDataFrame(imps), spark.createDataFrame(clicks), state, 7
+        )
+        state = next_state(state, changed).localCheckpoint()
+    full = state_from_clicks(spark.createDataFrame(pd.concat(days, ignore_index=True)), 7)
+
+    def as_dict(df):
+        return {r.user_id: [e.event_id for e in r.seq] for r in df.collect()}
+
+    assert as_dict(state) == as_dict(full)
+    assert len(as_dict(full)) == 8

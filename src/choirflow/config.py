@@ -47,6 +47,7 @@ class SparkSettings(_Section):
 class FeatureSettings(_Section):
     max_seq_len: int = Field(50, ge=1, le=1000)
     history_days: int = Field(30, ge=1)
+    state_retention_days: int = Field(7, ge=1)
     attribution_hours: float = Field(24.0, gt=0)
     activity_low_max: int = Field(4, ge=0)
     activity_mid_max: int = Field(19, ge=0)

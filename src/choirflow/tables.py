@@ -39,6 +39,16 @@ BRONZE_QUARANTINE = Table(
 )
 BRONZE_INGEST_RUNS = Table("bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting")
 SILVER_BEHAVIORS = Table("silver", "behaviors", ("dt",), ("event_id",), "clicks and conversions")
+SILVER_USER_DAILY = Table(
+    "silver", "user_daily_activity", ("dt",), ("user_id",), "per-user counts of one day"
+)
+SILVER_ITEM_DAILY = Table("silver", "item_daily_stats", ("dt",), ("item_id",), "per-item counts")
+SILVER_SEQUENCE_STATE = Table(
+    "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt"
+)
+SILVER_USER_FEATURES = Table(
+    "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket"
+)
 GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
 GOLD_METRICS = Table("gold", "metrics", ("dt",), (), "evaluation results, one row per metric")
 
@@ -49,6 +59,10 @@ ALL_TABLES = [
     BRONZE_QUARANTINE,
     BRONZE_INGEST_RUNS,
     SILVER_BEHAVIORS,
+    SILVER_USER_DAILY,
+    SILVER_ITEM_DAILY,
+    SILVER_SEQUENCE_STATE,
+    SILVER_USER_FEATURES,
     GOLD_SAMPLES,
     GOLD_METRICS,
 ]

@@ -2,25 +2,29 @@
 
 The sequence of an impression at time T holds the user's last L clicks with event time < T;
 at equal times the impression comes first, so a click logged in the same second is not seen.
-It is built with two window passes rather than a join: each click carries the last L clicks
-up to itself, and each impression takes the most recent click's list before it.
+It is built with window passes rather than a join (see features.sequences): each click
+carries the last L clicks up to itself, and each impression takes the most recent list
+before it. Counts and levels come from silver tables of the days before (features.activity).
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.features.activity import day_offset, item_popularity_before
+from choirflow.features.sequences import (
+    empty_state,
+    next_state,
+    previous_state,
+    sequence_columns,
+    sequences_for_day,
+    write_state,
+)
 
 PRICE_BUCKET_EDGES = [5, 10, 20, 40, 80, 160]
-
-
-def _day_offset(dt: str, days: int) -> str:
-    return (date.fromisoformat(dt) + timedelta(days=days)).isoformat()
 
 
 def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
@@ -80,70 +84,10 @@ def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFra
 
 
 def attach_sequences(impressions: DataFrame, clicks: DataFrame, max_len: int) -> DataFrame:
-    """Add hist_item_ids / hist_categories / hist_gap_seconds (oldest first) to impressions.
-
-    `impressions` needs user_id, event_id, event_time; `clicks` needs user_id, event_id,
-    event_time, item_id, category.
-    """
-    beh = clicks.select(
-        "user_id",
-        "event_id",
-        F.col("event_time").alias("ts"),
-        F.lit(1).alias("kind"),
-        F.struct(F.col("event_time").alias("ts"), "item_id", "category").alias("b"),
-    )
-    upto_self = (
-        Window.partitionBy("user_id").orderBy("ts", "event_id").rowsBetween(-(max_len - 1), 0)
-    )
-    beh = beh.withColumn("seq", F.collect_list("b").over(upto_self)).drop("b")
-    imp = impressions.select(
-        "user_id",
-        "event_id",
-        F.col("event_time").alias("ts"),
-        F.lit(0).alias("kind"),
-        F.lit(None).cast(beh.schema["seq"].dataType).alias("seq"),
-    )
-    # Impressions sort before clicks at the same instant: ties do not leak.
-    before = (
-        Window.partitionBy("user_id")
-        .orderBy("ts", "kind", "event_id")
-        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    )
-    hist = (
-        imp.unionByName(beh)
-        .withColumn("hist", F.last("seq", ignorenulls=True).over(before))
-        .where(F.col("kind") == 0)
-        .select("event_id", F.coalesce("hist", F.array()).alias("hist"))
-    )
-    gap = lambda x: F.col("event_time").cast("double") - x["ts"].cast("double")  # noqa: E731
-    return (
-        impressions.join(hist, "event_id", "left")
-        .withColumn("hist", F.coalesce("hist", F.array()))
-        .withColumn("hist_item_ids", F.transform("hist", lambda x: x["item_id"]))
-        .withColumn("hist_categories", F.transform("hist", lambda x: x["category"]))
-        .withColumn("hist_gap_seconds", F.transform("hist", gap))
-        .withColumn("hist_len", F.size("hist"))
-        .withColumn(
-            "seconds_since_last_click",
-            F.when(F.col("hist_len") > 0, F.try_element_at("hist_gap_seconds", F.lit(-1))),
-        )
-        .drop("hist")
-    )
-
-
-def activity_buckets(behaviors: DataFrame, settings: Settings) -> DataFrame:
-    """user_id, clicks_30d, activity_bucket from the 30 days of clicks before the day."""
-    f = settings.features
-    counts = behaviors.where(F.col("behavior_type") == "click").groupBy("user_id").count()
-    return counts.select(
-        "user_id",
-        F.col("count").alias("clicks_30d"),
-    ).withColumn(
-        "activity_bucket",
-        F.when(F.col("clicks_30d") <= f.activity_low_max, "low")
-        .when(F.col("clicks_30d") <= f.activity_mid_max, "mid")
-        .otherwise("high"),
-    )
+    """Impressions plus hist_* columns from a set of clicks alone (no carried state)."""
+    spark = impressions.sparkSession
+    with_hist, _ = sequences_for_day(impressions, clicks, empty_state(spark), max_len)
+    return with_hist.select("*", *sequence_columns()).drop("hist")
 
 
 def price_bucket(price: F.Column) -> F.Column:
@@ -154,19 +98,25 @@ def price_bucket(price: F.Column) -> F.Column:
 
 
 def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """gold.samples[dt]: labels, target item, PIT sequence, context, user and item attributes."""
+    """gold.samples[dt] and silver.sequence_state[dt] from the day's events and the prior state."""
     f = settings.features
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
     impressions = labelled_impressions(events, f.attribution_hours)
-    behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings)
-    window = behaviors.where(
-        (F.col("dt") >= _day_offset(dt, -f.history_days)) & (F.col("dt") <= dt)
+    clicks = (
+        tables.read(spark, tables.SILVER_BEHAVIORS, settings)
+        .where((F.col("dt") == dt) & (F.col("behavior_type") == "click"))
+        .select("user_id", "event_id", "event_time", "item_id", "category")
     )
-    clicks = window.where(F.col("behavior_type") == "click")
-    samples = attach_sequences(impressions, clicks, f.max_seq_len)
+    prev = previous_state(spark, settings, dt).cache()
+    with_hist, changed = sequences_for_day(impressions, clicks, prev, f.max_seq_len)
+    day_start = F.to_timestamp(F.lit(dt))
+    with_hist = with_hist.select(
+        "*",
+        *sequence_columns(),
+        F.size(F.filter("hist", lambda x: x["ts"] >= day_start)).alias("clicks_today"),
+    ).drop("hist")
 
-    before_day = behaviors.where((F.col("dt") >= _day_offset(dt, -30)) & (F.col("dt") < dt))
-    activity = activity_buckets(before_day, settings)
+    user_prev = _user_features_before(spark, settings, dt)
     users = tables.read(spark, tables.BRONZE_USERS, settings).select(
         "user_id", "age_band", "gender", "city_tier"
     )
@@ -177,10 +127,13 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         F.col("brand").alias("item_brand"),
         price_bucket(F.col("price")).alias("price_bucket"),
     )
+    popularity = item_popularity_before(spark, settings, dt)
+    gaps = F.col("hist_gap_seconds")
     out = (
-        samples.join(F.broadcast(users), "user_id", "left")
+        with_hist.join(F.broadcast(users), "user_id", "left")
         .join(F.broadcast(items), "item_id", "left")
-        .join(activity, "user_id", "left")
+        .join(popularity, "item_id", "left")
+        .join(user_prev, "user_id", "left")
         .select(
             "event_id",
             "request_id",
@@ -201,15 +154,41 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
             "item_top_category",
             "item_brand",
             "price_bucket",
+            F.coalesce("views_level", F.lit(0)).alias("views_level"),
+            F.coalesce("likes_level", F.lit(0)).alias("likes_level"),
             "hist_item_ids",
             "hist_categories",
             "hist_gap_seconds",
             "hist_len",
-            "seconds_since_last_click",
-            F.coalesce("clicks_30d", F.lit(0)).alias("clicks_30d"),
-            F.coalesce("activity_bucket", F.lit("low")).alias("activity_bucket"),
+            F.when(F.col("hist_len") > 0, F.try_element_at(gaps, F.lit(-1))).alias(
+                "seconds_since_last_click"
+            ),
+            F.size(F.filter(gaps, lambda g: g <= 3600)).alias("clicks_1h"),
+            F.size(F.filter(gaps, lambda g: g <= 86400)).alias("clicks_1d"),
+            (F.coalesce("prev_clicks_7d", F.lit(0)) + F.col("clicks_today")).alias("clicks_7d"),
+            (F.coalesce("prev_clicks_30d", F.lit(0)) + F.col("clicks_today")).alias("clicks_30d"),
+            F.coalesce("prev_activity_bucket", F.lit("low")).alias("activity_bucket"),
             F.lit(dt).alias("dt"),
         )
     )
     tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
+    write_state(spark, settings, next_state(prev, changed), dt)
+    prev.unpersist()
     return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
+
+
+def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """Activity as of the end of the day before dt (history before the sample)."""
+    empty = "user_id string, prev_clicks_7d long, prev_clicks_30d long, prev_activity_bucket string"
+    if not tables.exists(spark, tables.SILVER_USER_FEATURES, settings):
+        return spark.createDataFrame([], empty)
+    return (
+        tables.read(spark, tables.SILVER_USER_FEATURES, settings)
+        .where(F.col("dt") == day_offset(dt, -1))
+        .select(
+            "user_id",
+            F.col("clicks_7d").alias("prev_clicks_7d"),
+            F.col("clicks_30d").alias("prev_clicks_30d"),
+            F.col("activity_bucket").alias("prev_activity_bucket"),
+        )
+    )

@@ -21,6 +21,8 @@ CATEGORICAL_FIELDS: tuple[str, ...] = (
     "item_top_category",
     "item_brand",
     "price_bucket",
+    "views_level",
+    "likes_level",
     "age_band",
     "gender",
     "city_tier",

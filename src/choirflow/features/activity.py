@@ -1,0 +1,106 @@
+"""Per-day activity aggregates and the rolling counts built from them.
+
+silver.user_daily_activity and silver.item_daily_stats hold one small row per active user or
+item per day. Rolling counts (7/30/365 days) sum those rows over a fixed window, so a day's
+cost depends on the window and the day's activity, never on how long the history is.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from choirflow import tables
+from choirflow.config import Settings
+
+USER_WINDOWS = (7, 30, 365)
+POPULARITY_WINDOW_DAYS = 30
+MAX_LEVEL = 10
+
+
+def day_offset(dt: str, days: int) -> str:
+    return (date.fromisoformat(dt) + timedelta(days=days)).isoformat()
+
+
+def _count(event_type: str) -> Column:
+    return F.sum(F.when(F.col("event_type") == event_type, 1).otherwise(0)).cast("long")
+
+
+def build_daily_activity(spark: SparkSession, settings: Settings, dt: str) -> None:
+    """Impressions, clicks and conversions per user and per item that arrived on dt."""
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
+    counts = [
+        _count("impression").alias("impressions"),
+        _count("click").alias("clicks"),
+        _count("conversion").alias("conversions"),
+    ]
+    users = events.groupBy("user_id").agg(*counts).withColumn("dt", F.lit(dt))
+    items = events.groupBy("item_id").agg(*counts).withColumn("dt", F.lit(dt))
+    tables.replace_partition(users, tables.SILVER_USER_DAILY, settings, f"dt = '{dt}'")
+    tables.replace_partition(items, tables.SILVER_ITEM_DAILY, settings, f"dt = '{dt}'")
+
+
+def rolling_sums(
+    daily: DataFrame, key: str, last_day: str, windows: tuple[int, ...], columns: tuple[str, ...]
+) -> DataFrame:
+    """key, <column>_<w>d for each window: sums over the w days ending at last_day (inclusive)."""
+    first = day_offset(last_day, -(max(windows) - 1))
+    scoped = daily.where((F.col("dt") >= first) & (F.col("dt") <= last_day))
+    aggs = []
+    for w in windows:
+        in_window = F.col("dt") >= day_offset(last_day, -(w - 1))
+        for c in columns:
+            aggs.append(
+                F.sum(F.when(in_window, F.col(c)).otherwise(0)).cast("long").alias(f"{c}_{w}d")
+            )
+    return scoped.groupBy(key).agg(*aggs)
+
+
+def activity_bucket(clicks: Column, settings: Settings) -> Column:
+    f = settings.features
+    return (
+        F.when(clicks <= f.activity_low_max, "low")
+        .when(clicks <= f.activity_mid_max, "mid")
+        .otherwise("high")
+    )
+
+
+def build_user_features(spark: SparkSession, settings: Settings, dt: str) -> None:
+    """silver.user_features[dt]: attributes + activity over 7/30/365 days ending with dt."""
+    daily = tables.read(spark, tables.SILVER_USER_DAILY, settings)
+    counts = rolling_sums(
+        daily, "user_id", dt, USER_WINDOWS, ("clicks", "impressions", "conversions")
+    )
+    users = tables.read(spark, tables.BRONZE_USERS, settings).select(
+        "user_id", "age_band", "gender", "city_tier", "signup_date"
+    )
+    count_cols = [c for c in counts.columns if c != "user_id"]
+    features = (
+        users.join(counts, "user_id", "full")
+        .fillna(0, subset=count_cols)
+        .withColumn("activity_bucket", activity_bucket(F.col("clicks_30d"), settings))
+        .withColumn("dt", F.lit(dt))
+    )
+    tables.replace_partition(features, tables.SILVER_USER_FEATURES, settings, f"dt = '{dt}'")
+
+
+def level(count: Column) -> Column:
+    """0..10 from a count on a log2 scale, as the MM-CTR likes/views levels."""
+    return F.least(F.floor(F.log2(count + 1)), F.lit(MAX_LEVEL)).cast("int")
+
+
+def item_popularity_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """item_id, views_level, likes_level from the 30 days before dt (known before the day)."""
+    if not tables.exists(spark, tables.SILVER_ITEM_DAILY, settings):
+        return spark.createDataFrame([], "item_id string, views_level int, likes_level int")
+    daily = tables.read(spark, tables.SILVER_ITEM_DAILY, settings)
+    sums = rolling_sums(
+        daily, "item_id", day_offset(dt, -1), (POPULARITY_WINDOW_DAYS,), ("impressions", "clicks")
+    )
+    return sums.select(
+        "item_id",
+        level(F.col(f"impressions_{POPULARITY_WINDOW_DAYS}d")).alias("views_level"),
+        level(F.col(f"clicks_{POPULARITY_WINDOW_DAYS}d")).alias("likes_level"),
+    )
