@@ -49,6 +49,11 @@ class FeatureSettings(_Section):
     history_days: int = Field(30, ge=1)
     state_retention_days: int = Field(7, ge=1)
     attribution_hours: float = Field(24.0, gt=0)
+    encoder_version: str = "minilm-l6-v2+image32-pca128-v1"
+    item_embedding_dim: int = Field(128, ge=2)
+    image_dim: int = Field(32, ge=1)
+    encoder_batch_size: int = Field(128, ge=1)
+    projection_fit_items: int = Field(20000, ge=10)
     activity_low_max: int = Field(4, ge=0)
     activity_mid_max: int = Field(19, ge=0)
 

@@ -19,6 +19,7 @@ from choirflow import tables
 from choirflow.config import Settings, load_settings
 from choirflow.evaluate import metrics
 from choirflow.features.activity import build_daily_activity, build_user_features
+from choirflow.features.item_embeddings import build_item_embeddings
 from choirflow.features.samples import build_behaviors, build_samples
 from choirflow.ingest.raw import ingest_day
 from choirflow.models import build_model
@@ -51,6 +52,7 @@ def build_features(dt: str, settings: Settings | None = None) -> dict[str, int]:
     behaviors = build_behaviors(spark, settings, dt)
     build_daily_activity(spark, settings, dt)
     build_user_features(spark, settings, dt)
+    build_item_embeddings(spark, settings, dt)
     samples = build_samples(spark, settings, dt)
     print(f"[features dt={dt}] silver.behaviors={behaviors} gold.samples={samples}", flush=True)
     return {"silver.behaviors": behaviors, "gold.samples": samples}

@@ -46,6 +46,12 @@ SILVER_ITEM_DAILY = Table("silver", "item_daily_stats", ("dt",), ("item_id",), "
 SILVER_SEQUENCE_STATE = Table(
     "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt"
 )
+SILVER_ITEM_EMBEDDINGS = Table(
+    "silver", "item_embeddings", (), ("item_id",), "frozen multimodal vectors per encoder version"
+)
+SILVER_ITEM_PROJECTIONS = Table(
+    "silver", "item_embedding_projections", (), ("encoder_version",), "PCA fitted once per version"
+)
 SILVER_USER_FEATURES = Table(
     "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket"
 )
@@ -63,6 +69,8 @@ ALL_TABLES = [
     SILVER_ITEM_DAILY,
     SILVER_SEQUENCE_STATE,
     SILVER_USER_FEATURES,
+    SILVER_ITEM_EMBEDDINGS,
+    SILVER_ITEM_PROJECTIONS,
     GOLD_SAMPLES,
     GOLD_METRICS,
 ]

