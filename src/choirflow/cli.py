@@ -67,6 +67,22 @@ def run(
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD (inclusive)")],
+    tables: Annotated[
+        str, typer.Option(help="steps to rebuild, comma-separated: ingest,features,train")
+    ] = "ingest,features",
+) -> None:
+    """Rebuild a date range in date order (idempotent: each day replaces its partitions)."""
+    from choirflow import pipeline
+
+    steps = tuple(s.strip() for s in tables.split(",") if s.strip())
+    results = pipeline.backfill(start, end, steps)
+    typer.echo(json.dumps(results, indent=2, default=str))
+
+
 def _airflow_env() -> dict[str, str]:
     from choirflow.config import project_root
 
