@@ -83,6 +83,33 @@ def backfill(
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command("import-movielens")
+def import_movielens_cmd(
+    path: Annotated[Path, typer.Argument(help="folder with u.data/u.user/u.item or *.dat files")],
+    out: Annotated[Path | None, typer.Option(help="raw folder (default: paths.raw)")] = None,
+) -> None:
+    """MovieLens ml-100k / ml-1m -> raw logs in the contract; then `choirflow run` on them."""
+    from choirflow.config import load_settings
+    from choirflow.importers.movielens import import_movielens
+
+    typer.echo(json.dumps(import_movielens(path, out or load_settings().raw_dir), indent=2))
+
+
+@app.command("import-microlens")
+def import_microlens_cmd(
+    path: Annotated[Path, typer.Argument(help="folder with train/valid/item_info.parquet")],
+    start: Annotated[str, typer.Option(help="day given to train.parquet")] = "2025-03-01",
+) -> None:
+    """MM-CTR MicroLens_1M_x1 -> gold.samples and silver.item_embeddings."""
+    from choirflow.config import load_settings
+    from choirflow.importers.microlens import import_microlens
+    from choirflow.spark import get_spark
+
+    settings = load_settings()
+    counts = import_microlens(get_spark(settings), settings, path, start)
+    typer.echo(json.dumps(counts, indent=2))
+
+
 def _airflow_env() -> dict[str, str]:
     from choirflow.config import project_root
 

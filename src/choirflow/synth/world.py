@@ -424,8 +424,10 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
             f.write(json.dumps(clean, separators=(",", ":")) + "\n")
 
 
-def write_world(world: World, out: str | Path) -> dict:
-    """Write raw logs (contract of schemas/) under out/raw and the oracle under out/oracle."""
+def write_world(world: World, out: str | Path, event_days: set[str] | None = None) -> dict:
+    """Write raw logs (contract of schemas/) under out/raw and the oracle under out/oracle.
+
+    `event_days` limits the event files written (benchmarks need only the measured day)."""
     cfg = world.config
     out = Path(out)
     raw, oracle = out / "raw", out / "oracle"
@@ -450,6 +452,8 @@ def write_world(world: World, out: str | Path) -> dict:
     events["ingestion_time"] = _iso(events["ingestion_time"])
     events["position"] = events["position"].astype(object).where(events["position"].notna(), None)
     for dt, part in events.groupby("dt", sort=True):
+        if event_days is not None and dt not in event_days:
+            continue
         _write_jsonl(part.drop(columns="dt"), raw / "events" / f"dt={dt}" / "part-00000.jsonl")
 
     oracle.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Importers that bring public data sets into the raw contract or straight into gold."""
