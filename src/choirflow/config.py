@@ -69,11 +69,18 @@ class TrainSettings(_Section):
     device: str = "auto"
 
 
+class QualitySettings(_Section):
+    volume_tolerance: float = Field(3.0, gt=1.0)  # rows within [mean/t, mean*t] of prior days
+    ctr_min: float = Field(0.005, ge=0.0)
+    ctr_max: float = Field(0.5, le=1.0)
+
+
 class Settings(_Section):
     paths: PathSettings = Field(default_factory=PathSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI for a configured path (URIs such as s3a:// pass through)."""

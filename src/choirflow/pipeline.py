@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -47,6 +48,14 @@ def ingest(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     return {c.source: c.bronze_rows for c in counts}
 
 
+def quality_gate(stage: str, dt: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """`bronze` after ingest, `gold` after features; raises QualityGateError on a hard failure."""
+    from choirflow.quality.checks import bronze_gate, gold_gate
+
+    spark, settings = _context(settings)
+    return {"bronze": bronze_gate, "gold": gold_gate}[stage](spark, settings, dt)
+
+
 def build_features(dt: str, settings: Settings | None = None) -> dict[str, int]:
     spark, settings = _context(settings)
     behaviors = build_behaviors(spark, settings, dt)
@@ -73,6 +82,29 @@ def load_samples(
     )
     frame = frame.loc[:, ~frame.columns.duplicated()]
     return frame, version
+
+
+def load_item_vectors(
+    spark: SparkSession, settings: Settings, vocab: Vocabulary
+) -> tuple[torch.Tensor | None, int | None]:
+    """Frozen item vectors as one tensor whose rows follow the item_id vocabulary (0 = pad,
+    1 = out of vocabulary, missing items: zeros), and the table version read."""
+    version = tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+    if version is None:
+        return None, None
+    emb = (
+        tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings, version=version)
+        .select("item_id", "embedding")
+        .toPandas()
+    )
+    if emb.empty:
+        return None, version
+    width = len(emb["embedding"].iloc[0])
+    matrix = np.zeros((vocab.size("item_id"), width), dtype=np.float32)
+    rows = vocab.index("item_id").get_indexer(emb["item_id"])
+    known = rows >= 0
+    matrix[rows[known] + 2] = np.stack(emb["embedding"].to_numpy()[known])
+    return torch.from_numpy(matrix), version
 
 
 def train_and_evaluate(
@@ -107,14 +139,19 @@ def train_and_evaluate(
     eval_data = encode(eval_frame, vocab, max_len)
     device = pick_device(cfg.device)
     sizes = {name: vocab.size(name) for name in vocab.values}
-    model = build_model(model_cfg.model, sizes, **params)
+    item_vectors, embeddings_version = load_item_vectors(spark, settings, vocab)
+    model = build_model(model_cfg.model, sizes, item_vectors, **params)
     result = train(model, train_data, seed=cfg.seed, device=device, **train_opts)
     scores = predict(model, eval_data, device)
 
     run_id = uuid.uuid4().hex[:12]
     rows = _metric_rows(model_name, run_id, dt, eval_data.click, scores, eval_data)
     _write_metrics(spark, settings, rows, dt, model_name)
-    lineage = {"gold.samples": version, "train_days": train_days}
+    lineage = {
+        "gold.samples": version,
+        "silver.item_embeddings": embeddings_version,
+        "train_days": train_days,
+    }
     meta = {
         "model": model_name,
         "run_id": run_id,
@@ -190,7 +227,9 @@ def run_day(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or load_settings()
     return {
         "ingest": ingest(dt, settings),
+        "bronze_gate": quality_gate("bronze", dt, settings),
         "features": build_features(dt, settings),
+        "gold_gate": quality_gate("gold", dt, settings),
         "train": train_and_evaluate(dt, settings),
     }
 

@@ -141,6 +141,8 @@ def validate(
         ).alias("typed"),
     )
     checks = _rule_checks(contract, F.col("typed"), F.col("fields"))
+    # A line with bytes that are not UTF-8 is not trusted, whatever else parses in it.
+    checks.insert(0, F.when(~F.expr("is_valid_utf8(raw_record)"), F.lit("invalid_utf8")))
     if extra_checks:
         checks += _event_time_checks(F.col("typed"), dt)
     rules = F.filter(F.array(*checks), lambda r: r.isNotNull())
@@ -152,7 +154,7 @@ def validate(
 def _quarantine_rows(bad: DataFrame, source: str, dt: str, run_id: str) -> DataFrame:
     return bad.select(
         F.lit(source).alias("source_table"),
-        "raw_record",
+        F.expr("make_valid_utf8(raw_record)").alias("raw_record"),
         "reason",
         F.array_join("rules", ";").alias("rules"),
         F.lit(run_id).alias("run_id"),
@@ -170,7 +172,7 @@ def ingest_events(
     lines = _read_lines(spark, raw_partition(settings, "events", dt))
     checked = validate(spark, lines, contract, dt, extra_checks=True).cache()
     raw_rows = checked.count()
-    good = checked.where(F.size("rules") == 0).select("typed.*")
+    good = checked.where(F.size("rules") == 0).select("typed.*", "raw_record")
     bad = checked.where(F.size("rules") > 0)
 
     # Duplicates: the same event id twice in this delivery, or already in a recent partition.
@@ -186,14 +188,16 @@ def ingest_events(
             .select("event_id")
         )
         unique = unique.join(seen, "event_id", "left_anti")
+    unique = unique.cache()
+    duplicate_rows = good_rows - unique.count()
+    unique, orphans = _split_orphans(spark, settings, unique, dt)
+    bad = bad.unionByName(orphans, allowMissingColumns=True)
     bronze = unique.select(
         *contract.column_names,
         F.current_timestamp().alias("ingested_at"),
         F.lit(run_id).alias("run_id"),
         F.lit(dt).alias("dt"),
     )
-    bronze = bronze.cache()
-    duplicate_rows = good_rows - bronze.count()
     tables.replace_partition(bronze, tables.BRONZE_EVENTS, settings, f"dt = '{dt}'")
     _write_quarantine(
         spark, settings, _quarantine_rows(bad, "raw_events", dt, run_id), "raw_events", dt
@@ -211,10 +215,45 @@ def ingest_events(
         _quarantined_count(spark, settings, "raw_events", dt),
         duplicate_rows,
     )
-    for frame in (checked, good, bronze):
+    for frame in (checked, good, unique):
         frame.unpersist()
     _record_run(spark, settings, counts)
     return counts
+
+
+def _split_orphans(
+    spark: SparkSession, settings: Settings, events: DataFrame, dt: str
+) -> tuple[DataFrame, DataFrame]:
+    """(kept, orphans): a click needs an impression of the same request and item, a
+    conversion a click, in this delivery or a recent partition; orphans get a reason."""
+    keys = ["user_id", "item_id", "request_id"]
+    known = events.select(*keys, "event_type")
+    if tables.exists(spark, tables.BRONZE_EVENTS, settings):
+        lo = (date.fromisoformat(dt) - timedelta(days=DEDUP_LOOKBACK_DAYS)).isoformat()
+        earlier = (
+            tables.read(spark, tables.BRONZE_EVENTS, settings)
+            .where((F.col("dt") >= lo) & (F.col("dt") < dt) & (F.col("event_type") != "conversion"))
+            .select(*keys, "event_type")
+        )
+        known = known.unionByName(earlier)
+    marked = events
+    for parent in ("impression", "click"):
+        have = known.where(F.col("event_type") == parent).select(*keys).distinct()
+        have = have.withColumn(f"_has_{parent}", F.lit(True))
+        marked = marked.join(have, keys, "left")
+    orphan_reason = F.when(
+        (F.col("event_type") == "click") & F.col("_has_impression").isNull(), "orphan_click"
+    ).when(
+        (F.col("event_type") == "conversion") & F.col("_has_click").isNull(), "orphan_conversion"
+    )
+    marked = (
+        marked.withColumn("reason", orphan_reason).drop("_has_impression", "_has_click").cache()
+    )
+    kept = marked.where(F.col("reason").isNull()).drop("reason")
+    orphans = marked.where(F.col("reason").isNotNull()).select(
+        "raw_record", "reason", F.array("reason").alias("rules")
+    )
+    return kept, orphans
 
 
 def ingest_dimension(

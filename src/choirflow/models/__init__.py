@@ -6,12 +6,18 @@ from collections.abc import Callable
 
 from torch import nn
 
-from choirflow.models import din
+from choirflow.models import din, dnn, qin, tin, transformer_dcn
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"din": din.build}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "dnn": dnn.build,
+    "din": din.build,
+    "tin": tin.build,
+    "qin": qin.build,
+    "transformer_dcn": transformer_dcn.build,
+}
 
 
-def build_model(name: str, vocab_sizes: dict[str, int], **params) -> nn.Module:
+def build_model(name: str, vocab_sizes: dict[str, int], item_vectors=None, **params) -> nn.Module:
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(BUILDERS)}")
-    return BUILDERS[name](vocab_sizes, **params)
+    return BUILDERS[name](vocab_sizes, item_vectors, **params)

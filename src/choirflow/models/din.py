@@ -1,8 +1,8 @@
 """DIN: Deep Interest Network for Click-Through Rate Prediction.
 
 Zhou et al., KDD 2018 (arXiv 1706.06978); the baseline of the WWW'25 MM-CTR challenge.
-Target attention pools the behaviour sequence against the candidate item, then an MLP with
-Dice activations scores the concatenation with the other fields.
+Target attention pools the behaviour sequence against the candidate item (un-normalised
+weights from an MLP over [t, h, t-h, t*h]), then an MLP scores it with the other fields.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from choirflow.models.layers import Batch, FeatureEmbedding, TargetAttention, mlp, sequence_mask
+from choirflow.models.layers import (
+    ITEM_FIELDS,
+    Batch,
+    FeatureEmbedding,
+    TargetAttention,
+    mlp,
+    sequence_mask,
+)
 
 
 class DIN(nn.Module):
@@ -19,40 +26,35 @@ class DIN(nn.Module):
     def __init__(
         self,
         vocab_sizes: dict[str, int],
+        item_vectors: torch.Tensor | None = None,
         embedding_dim: int = 16,
         attention_hidden: tuple[int, ...] = (64, 32),
+        attention_activation: str = "dice",
         dnn_hidden: tuple[int, ...] = (200, 80),
+        dnn_activation: str = "dice",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim)
-        target_dim = 2 * embedding_dim  # item id + item category
-        self.attention = TargetAttention(target_dim, tuple(attention_hidden))
-        n_fields = len(self.embedding.fields)
+        self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
+        token = self.embedding.token_dim
+        self.attention = TargetAttention(token, tuple(attention_hidden), attention_activation)
+        n_fields = len(self.embedding.fields) - len(ITEM_FIELDS)
         self.dnn = mlp(
-            n_fields * embedding_dim + target_dim,
+            n_fields * embedding_dim + 2 * token,
             tuple(dnn_hidden),
             dropout=dropout,
-            activation="dice",
+            activation=dnn_activation,
             out_dim=1,
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch)
-        query = torch.cat(
-            [self.embedding.field(batch, "item_id"), self.embedding.field(batch, "item_category")],
-            dim=-1,
+        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        target = self.embedding.target_token(batch)
+        interest = self.attention(
+            target, self.embedding.history_tokens(batch), sequence_mask(batch)
         )
-        keys = torch.cat(
-            [
-                self.embedding.sequence(batch, "hist_item_ids"),
-                self.embedding.sequence(batch, "hist_categories"),
-            ],
-            dim=-1,
-        )
-        interest = self.attention(query, keys, sequence_mask(batch))
-        return self.dnn(torch.cat([fields.flatten(1), interest], dim=-1)).squeeze(-1)
+        return self.dnn(torch.cat([fields, target, interest], dim=-1)).squeeze(-1)
 
 
-def build(vocab_sizes: dict[str, int], **params) -> nn.Module:
-    return DIN(vocab_sizes, **params)
+def build(vocab_sizes: dict[str, int], item_vectors=None, **params) -> nn.Module:
+    return DIN(vocab_sizes, item_vectors, **params)

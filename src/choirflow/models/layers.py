@@ -12,9 +12,15 @@ Batch = dict[str, torch.Tensor]
 
 class FeatureEmbedding(nn.Module):
     """One table per categorical field (index 0 = padding); sequence fields share their
-    target field's table, so a clicked item and a candidate item live in one space."""
+    target field's table, so a clicked item and a candidate item live in one space.
 
-    def __init__(self, vocab_sizes: dict[str, int], dim: int) -> None:
+    Item tokens are [item id | item category | W * frozen multimodal vector]: the frozen
+    vectors (rows aligned with the item vocabulary) stay fixed, the projection W is trained.
+    """
+
+    def __init__(
+        self, vocab_sizes: dict[str, int], dim: int, item_vectors: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.fields = list(CATEGORICAL_FIELDS)
         self.dim = dim
@@ -25,19 +31,50 @@ class FeatureEmbedding(nn.Module):
             nn.init.normal_(table.weight, std=1e-2)
             with torch.no_grad():
                 table.weight[0].zero_()
+        self.has_item_vectors = item_vectors is not None
+        if item_vectors is not None:
+            if item_vectors.shape[0] != vocab_sizes["item_id"]:
+                raise ValueError("item_vectors rows must match the item_id vocabulary")
+            self.register_buffer("item_vectors", item_vectors.float(), persistent=False)
+            self.item_projection = nn.Linear(item_vectors.shape[1], dim, bias=False)
+        self.token_dim = dim * (3 if self.has_item_vectors else 2)
 
     def field(self, batch: Batch, name: str) -> torch.Tensor:
         """[B, D] embedding of one categorical field."""
         return self.tables[name](batch["categorical"][:, self.fields.index(name)])
 
-    def all_fields(self, batch: Batch) -> torch.Tensor:
-        """[B, F, D] embeddings of every categorical field."""
+    def all_fields(self, batch: Batch, exclude: tuple[str, ...] = ()) -> torch.Tensor:
+        """[B, F, D] embeddings of the categorical fields (minus `exclude`)."""
         cols = batch["categorical"]
-        return torch.stack([self.tables[n](cols[:, i]) for i, n in enumerate(self.fields)], dim=1)
+        return torch.stack(
+            [self.tables[n](cols[:, i]) for i, n in enumerate(self.fields) if n not in exclude],
+            dim=1,
+        )
 
     def sequence(self, batch: Batch, name: str) -> torch.Tensor:
         """[B, L, D] embeddings of a sequence field through its target's table."""
         return self.tables[SEQUENCE_FIELDS[name]](batch[name])
+
+    def _token(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
+        parts = [self.tables["item_id"](item_idx), self.tables["item_category"](category_idx)]
+        if self.has_item_vectors:
+            parts.append(self.item_projection(self.item_vectors[item_idx]))
+        return torch.cat(parts, dim=-1)
+
+    def target_token(self, batch: Batch) -> torch.Tensor:
+        """[B, token_dim] the candidate item."""
+        cols = batch["categorical"]
+        return self._token(
+            cols[:, self.fields.index("item_id")], cols[:, self.fields.index("item_category")]
+        )
+
+    def history_tokens(self, batch: Batch) -> torch.Tensor:
+        """[B, L, token_dim] the behaviour sequence (zeros at padding)."""
+        tokens = self._token(batch["hist_item_ids"], batch["hist_categories"])
+        return tokens * sequence_mask(batch).unsqueeze(-1).to(tokens.dtype)
+
+
+ITEM_FIELDS = ("item_id", "item_category")
 
 
 class Dice(nn.Module):
@@ -78,6 +115,40 @@ def mlp(
 def sequence_mask(batch: Batch, name: str = "hist_item_ids") -> torch.Tensor:
     """[B, L] True where a real behaviour sits (padding id 0 is False)."""
     return batch[name] != 0
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, D] -> [B, D] max over real positions (0 for an empty sequence)."""
+    filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    return torch.where(torch.isfinite(filled), filled, torch.zeros_like(filled))
+
+
+def time_gap_buckets(gaps_hours: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Log2-bucketed gap in minutes, 1..n_buckets-1 at real positions, 0 at padding."""
+    minutes = (gaps_hours.clamp(min=0) * 60.0).float()
+    bucket = 1 + torch.floor(torch.log2(1 + minutes)).long().clamp(0, n_buckets - 2)
+    return torch.where(mask, bucket, torch.zeros_like(bucket))
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2 cross layers x_{l+1} = x0 * (W x_l + b) + x_l; with `rank`, W = U V^T (low rank),
+    the practical default when the input is wide."""
+
+    def __init__(self, dim: int, layers: int = 3, rank: int | None = 64) -> None:
+        super().__init__()
+        if rank:
+            self.maps = nn.ModuleList(
+                nn.Sequential(nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim))
+                for _ in range(layers)
+            )
+        else:
+            self.maps = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for m in self.maps:
+            x = x0 * m(x) + x
+        return x
 
 
 class TargetAttention(nn.Module):

@@ -442,10 +442,11 @@ def write_world(world: World, out: str | Path, event_days: set[str] | None = Non
     items = world.items.copy()
     for d, day in enumerate(days):
         todays = items[items["release_day"] == d].drop(columns="release_day").copy()
-        stamp = pd.Timestamp(first + timedelta(days=d, hours=0, minutes=1))
+        if todays.empty:
+            continue
+        stamp = pd.Timestamp(first + timedelta(days=d, minutes=1))
         todays["updated_at"] = _iso(pd.Series([stamp] * len(todays), index=todays.index))
-        if len(todays):
-            _write_jsonl(todays, raw / "items" / f"dt={day}" / "part-00000.jsonl")
+        _write_jsonl(todays, raw / "items" / f"dt={day}" / "part-00000.jsonl")
 
     events = world.events.copy()
     events["event_time"] = _iso(events["event_time"])

@@ -1,0 +1,179 @@
+"""Great Expectations suites kept as code: generated from the schemas/ contracts, plus the
+semantic checks of each warehouse table.
+
+Each check carries a severity in its `meta`: a failing "hard" check stops the daily run
+before training; a "soft" one is recorded and shown in the report. Array lengths, sequence
+time order and embedding norms are checked on derived columns (GX's length check reads
+strings only), which `prepare` adds to the frame before validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import great_expectations.expectations as gxe
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from choirflow.contracts import Contract, load_contract
+
+HARD = {"severity": "hard"}
+SOFT = {"severity": "soft"}
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A table's suite: the expectations and how to derive the columns they read."""
+
+    table: str
+    key: tuple[str, ...]
+    expectations: list
+    derived: dict[str, F.Column]
+
+
+def contract_expectations(contract: Contract, hard: dict = HARD) -> list:
+    """Types are enforced when parsing; here: presence, nullability, sets, ranges, lengths, keys."""
+    out = []
+    for col in contract.columns:
+        out.append(gxe.ExpectColumnToExist(column=col.name, meta=hard))
+        if not col.nullable:
+            out.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, meta=hard))
+        if col.allowed is not None:
+            out.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=col.name, value_set=[str(a) for a in col.allowed], meta=hard
+                )
+            )
+        if col.min is not None or col.max is not None:
+            out.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=col.name, min_value=col.min, max_value=col.max, meta=hard
+                )
+            )
+        if col.max_length is not None:
+            out.append(
+                gxe.ExpectColumnValueLengthsToBeBetween(
+                    column=col.name, min_value=0, max_value=col.max_length, meta=hard
+                )
+            )
+        if col.width is not None:
+            out.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=f"_{col.name}_width", value_set=[col.width], meta=hard
+                )
+            )
+    if contract.key:
+        if len(contract.key) == 1:
+            out.append(gxe.ExpectColumnValuesToBeUnique(column=contract.key[0], meta=hard))
+        else:
+            out.append(
+                gxe.ExpectCompoundColumnsToBeUnique(column_list=list(contract.key), meta=hard)
+            )
+    return out
+
+
+def _width_columns(contract: Contract) -> dict[str, F.Column]:
+    return {f"_{c.name}_width": F.size(c.name) for c in contract.columns if c.width is not None}
+
+
+def volume_expectation(previous_counts: list[int], tolerance: float) -> list:
+    """Row count within [mean / tolerance, mean * tolerance] of the previous days (when known),
+    and never zero."""
+    if not previous_counts:
+        return [gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=HARD)]
+    mean = sum(previous_counts) / len(previous_counts)
+    return [
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=max(1, int(mean / tolerance)), max_value=int(mean * tolerance) + 1, meta=HARD
+        )
+    ]
+
+
+def bronze_events_suite(previous_counts: list[int], tolerance: float) -> SuiteSpec:
+    contract = load_contract("raw_events")
+    expectations = contract_expectations(contract)
+    expectations += volume_expectation(previous_counts, tolerance)
+    expectations.append(
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="ingestion_time", column_B="_event_time_minus_skew", or_equal=True, meta=HARD
+        )
+    )
+    # Late arrivals are kept (in the arrival day's partition) but watched.
+    expectations.append(
+        gxe.ExpectColumnMeanToBeBetween(column="_late", min_value=0.0, max_value=0.05, meta=SOFT)
+    )
+    derived = {
+        "_event_time_minus_skew": F.col("event_time") - F.expr("INTERVAL 10 MINUTES"),
+        "_late": (F.to_date("event_time") < F.to_date(F.col("dt"))).cast("double"),
+    }
+    return SuiteSpec("bronze.events", contract.key, expectations, derived)
+
+
+def bronze_dimension_suite(name: str) -> SuiteSpec:
+    contract = load_contract(f"raw_{name}")
+    expectations = contract_expectations(contract)
+    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=HARD))
+    return SuiteSpec(f"bronze.{name}", contract.key, expectations, _width_columns(contract))
+
+
+def gold_samples_suite(
+    max_seq_len: int, previous_counts: list[int], tolerance: float, ctr_bounds: tuple[float, float]
+) -> SuiteSpec:
+    expectations = [
+        gxe.ExpectColumnValuesToNotBeNull(column=c, meta=HARD)
+        for c in ("event_id", "user_id", "item_id", "click", "conversion", "hist_len")
+    ]
+    expectations += [
+        gxe.ExpectColumnValuesToBeUnique(column="event_id", meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1], meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="conversion", value_set=[0, 1], meta=HARD),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="click", column_B="conversion", or_equal=True, meta=HARD
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="hist_len", min_value=0, max_value=max_seq_len, meta=HARD
+        ),
+        # Point in time: every sequence element strictly before its impression.
+        gxe.ExpectColumnValuesToBeBetween(
+            column="_min_gap_seconds", min_value=0, strict_min=True, meta=HARD
+        ),
+        gxe.ExpectColumnValuesToBeInSet(column="_arrays_aligned", value_set=[True], meta=HARD),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="click", min_value=ctr_bounds[0], max_value=ctr_bounds[1], meta=SOFT
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="activity_bucket", value_set=["low", "mid", "high"], meta=HARD
+        ),
+    ]
+    expectations += volume_expectation(previous_counts, tolerance)
+    derived = {
+        "_min_gap_seconds": F.coalesce(F.array_min("hist_gap_seconds"), F.lit(1.0)),
+        "_arrays_aligned": (F.size("hist_item_ids") == F.col("hist_len"))
+        & (F.size("hist_gap_seconds") == F.col("hist_len"))
+        & (F.size("hist_categories") == F.col("hist_len")),
+    }
+    return SuiteSpec("gold.samples", ("event_id",), expectations, derived)
+
+
+def item_embeddings_suite(width: int) -> SuiteSpec:
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="item_id", meta=HARD),
+        gxe.ExpectColumnValuesToNotBeNull(column="embedding", meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="_width", value_set=[width], meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="_finite", value_set=[True], meta=HARD),
+        gxe.ExpectColumnValuesToBeBetween(column="_norm", min_value=0.5, max_value=2.0, meta=HARD),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=HARD),
+    ]
+    squares = F.aggregate("embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x * x)
+    derived = {
+        "_width": F.size("embedding"),
+        "_finite": ~F.exists("embedding", lambda x: F.isnan(x) | (F.abs(x) > 1e6)),
+        "_norm": F.sqrt(squares),
+    }
+    return SuiteSpec("silver.item_embeddings", ("item_id",), expectations, derived)
+
+
+def prepare(df: DataFrame, spec: SuiteSpec) -> DataFrame:
+    for name, column in spec.derived.items():
+        df = df.withColumn(name, column)
+    return df
