@@ -16,6 +16,8 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
+export AIRFLOW_CONN_SPARK_DEFAULT := {"conn_type": "spark", "host": "local[*]"}
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 VENV_STAMP := $(VENV)/.choirflow-synced
 JARS_STAMP := .cache/jars/.fetched

@@ -1,30 +1,68 @@
-"""choirflow_daily: one run per UTC day; each task calls choirflow.pipeline (no logic here).
+"""choirflow_daily: one run per UTC day. Wiring only: Spark steps are spark-submit jobs in
+jobs/, light steps call choirflow.pipeline; no logic and no I/O at import.
 
 The data interval [start, end) is the day being processed, so the run for 2026-11-01 starts
-after that day has ended.
+after that day has ended. A failing hard quality check stops the run before training.
+Spark's master comes from the `spark_default` connection (AIRFLOW_CONN_SPARK_DEFAULT; the
+Makefile sets local[*]); training runs on its own queue and pool so a GPU worker can take it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+DAY = "{{ params.day or data_interval_start.strftime('%Y-%m-%d') }}"
+TRAIN_QUEUE = os.environ.get("CHOIRFLOW_TRAIN_QUEUE", "default")
+TRAIN_POOL = os.environ.get("CHOIRFLOW_TRAIN_POOL", "default_pool")
+
+
+def _delta_jars() -> str:
+    """Rendered when a task runs, not when the file is parsed."""
+    from choirflow.spark import delta_jars
+
+    return ",".join(delta_jars(_settings()))
+
+
+def _settings():
+    from choirflow.config import load_settings
+
+    return load_settings()
+
+
+def _say_what_failed(context) -> None:
+    """Failure callback: one line that names the DAG, task, day and error."""
+    from choirflow.alerts import report_failure
+
+    report_failure(context)
+
+
+def _spark_step(task_id: str, job: str, *args: str) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(JOBS / job),
+        application_args=["--dt", DAY, *args],
+        conn_id="spark_default",
+        jars="{{ choirflow_delta_jars() }}",
+        name=f"choirflow-{task_id}",
+        env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+        verbose=False,
+    )
+
 
 DEFAULT_ARGS = {
     "owner": "choirflow",
     "retries": 2,
     "retry_delay": timedelta(minutes=2),
     "execution_timeout": timedelta(hours=2),
+    "on_failure_callback": _say_what_failed,
 }
-
-
-def _day() -> str:
-    """The partition date of this run: the `day` param if given, else its data interval start.
-
-    A manual run with logical date D covers the interval that ends at D, i.e. the day before.
-    """
-    context = get_current_context()
-    return context["params"].get("day") or context["data_interval_start"].strftime("%Y-%m-%d")
 
 
 @dag(
@@ -36,6 +74,7 @@ def _day() -> str:
     default_args=DEFAULT_ARGS,
     tags=["choirflow", "daily"],
     doc_md=__doc__,
+    user_defined_macros={"choirflow_delta_jars": _delta_jars},
     params={
         "day": Param(
             None,
@@ -46,25 +85,30 @@ def _day() -> str:
     },
 )
 def choirflow_daily():
-    @task
-    def ingest() -> dict:
+    ingest = _spark_step("ingest", "ingest.py")
+    bronze_gate = _spark_step("bronze_quality_gate", "quality_gate.py", "--stage", "bronze")
+    behaviors = _spark_step("behaviors", "features.py", "--steps", "behaviors")
+    item_embeddings = _spark_step("item_embeddings", "features.py", "--steps", "item_embeddings")
+    user_features = _spark_step("user_features", "features.py", "--steps", "user_features")
+    samples = _spark_step("samples", "features.py", "--steps", "samples")
+    gold_gate = _spark_step("gold_quality_gate", "quality_gate.py", "--stage", "gold")
+
+    @task(queue=TRAIN_QUEUE, pool=TRAIN_POOL)
+    def train_and_evaluate(params=None, data_interval_start=None) -> dict:
         from choirflow import pipeline
 
-        return pipeline.ingest(_day())
+        day = params.get("day") or data_interval_start.strftime("%Y-%m-%d")
+        return pipeline.train_and_evaluate(day)
 
-    @task
-    def build_features() -> dict:
-        from choirflow import pipeline
-
-        return pipeline.build_features(_day())
-
-    @task
-    def train_and_evaluate() -> dict:
-        from choirflow import pipeline
-
-        return pipeline.train_and_evaluate(_day())
-
-    ingest() >> build_features() >> train_and_evaluate()
+    (
+        ingest
+        >> bronze_gate
+        >> behaviors
+        >> [item_embeddings, user_features]
+        >> samples
+        >> gold_gate
+        >> train_and_evaluate()
+    )
 
 
 choirflow_daily()

@@ -33,6 +33,10 @@ os.environ.update(
         "SPARK_LOCAL_IP": "127.0.0.1",
         "HF_HUB_OFFLINE": "1",
         "TQDM_DISABLE": "1",
+        "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 )
 # The shared jars folder of the checkout: fetched once by `make setup`.

@@ -38,7 +38,18 @@ def test_daily_schedule_is_a_utc_data_interval(dagbag):
     dag = dagbag.dags["choirflow_daily"]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert str(dag.timezone) in ("UTC", "Timezone('UTC')")
-    assert [t.task_id for t in dag.topological_sort()][0] == "ingest"
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order[0] == "ingest" and order[-1] == "train_and_evaluate"
+    # Quality gates sit before training: bronze after ingest, gold after the samples.
+    assert order.index("bronze_quality_gate") < order.index("behaviors")
+    assert (
+        order.index("samples")
+        < order.index("gold_quality_gate")
+        < order.index("train_and_evaluate")
+    )
+    train = dag.get_task("train_and_evaluate")
+    assert train.queue and train.pool
+    assert all(t.on_failure_callback for t in dag.tasks)
 
 
 def test_dag_files_do_no_work_at_import():
@@ -62,7 +73,7 @@ def test_dag_test_runs_the_daily_chain(dagbag, built, spark, settings, days):
     day = datetime.fromisoformat(days[3]).replace(tzinfo=UTC)
     # A manual run at logical date D covers the interval ending at D: the day before.
     run = dag.test(logical_date=day + timedelta(days=1))
-    assert run.state == "success"
+    assert run.state == "success", [(t.task_id, t.state) for t in run.get_task_instances()]
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[3])
     assert metrics.where("metric = 'auc' AND slice = 'all'").count() == 1
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[3])

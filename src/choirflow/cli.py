@@ -119,6 +119,8 @@ def _airflow_env() -> dict[str, str]:
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(root / "dags"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("CHOIRFLOW_HOME", str(root))
+    env.setdefault("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[*]"}')
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

@@ -56,15 +56,29 @@ def quality_gate(stage: str, dt: str, settings: Settings | None = None) -> list[
     return {"bronze": bronze_gate, "gold": gold_gate}[stage](spark, settings, dt)
 
 
-def build_features(dt: str, settings: Settings | None = None) -> dict[str, int]:
+FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples")
+
+
+def build_features(
+    dt: str, settings: Settings | None = None, steps: tuple[str, ...] = FEATURE_STEPS
+) -> dict[str, int]:
+    """The silver tables and gold.samples of one day, in order; `steps` picks a subset."""
+    unknown = set(steps) - set(FEATURE_STEPS)
+    if unknown:
+        raise ValueError(f"unknown feature steps {sorted(unknown)}; choose from {FEATURE_STEPS}")
     spark, settings = _context(settings)
-    behaviors = build_behaviors(spark, settings, dt)
-    build_daily_activity(spark, settings, dt)
-    build_user_features(spark, settings, dt)
-    build_item_embeddings(spark, settings, dt)
-    samples = build_samples(spark, settings, dt)
-    print(f"[features dt={dt}] silver.behaviors={behaviors} gold.samples={samples}", flush=True)
-    return {"silver.behaviors": behaviors, "gold.samples": samples}
+    out: dict[str, int] = {}
+    if "behaviors" in steps:
+        out["silver.behaviors"] = build_behaviors(spark, settings, dt)
+        build_daily_activity(spark, settings, dt)
+    if "item_embeddings" in steps:
+        out["silver.item_embeddings"] = build_item_embeddings(spark, settings, dt)["embedded"]
+    if "user_features" in steps:
+        build_user_features(spark, settings, dt)
+    if "samples" in steps:
+        out["gold.samples"] = build_samples(spark, settings, dt)
+    print(f"[features dt={dt}] " + " ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+    return out
 
 
 def load_samples(

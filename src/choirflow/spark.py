@@ -72,14 +72,23 @@ def fetch_delta_jars(settings: Settings | None = None) -> list[str]:
     return delta_jars(settings)
 
 
+def spark_submit_args(settings: Settings | None = None) -> list[str]:
+    """The spark-submit flags that give a job what get_spark() sets in-process."""
+    settings = settings or load_settings()
+    return ["--jars", ",".join(delta_jars(settings)), "--master", settings.spark.master]
+
+
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """The process-wide SparkSession (created once, then reused)."""
     settings = settings or load_settings()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    # Under spark-submit the master and --jars come from the command line (a cluster's
+    # choice); in-process we set both ourselves.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     jars = delta_jars(settings)
-    if not jars:
+    if not jars and not submitted:
         raise RuntimeError(
             f"No Delta JARs in {settings.jars_dir}: run `choirflow fetch-jars` (or `make setup`) "
             "once on a machine that reaches Maven Central."
@@ -88,7 +97,6 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     # Executors must run the same interpreter as the driver (the project's virtualenv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {
-        "spark.jars": ",".join(jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
@@ -103,8 +111,12 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     }
+    if not submitted:
+        conf["spark.jars"] = ",".join(jars)
     conf.update(settings.spark.conf)
-    builder = SparkSession.builder.master(settings.spark.master).appName(settings.spark.app_name)
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    if not submitted:
+        builder = builder.master(settings.spark.master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
