@@ -22,10 +22,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 VENV_STAMP := $(VENV)/.choirflow-synced
 JARS_STAMP := .cache/jars/.fetched
 AIRFLOW_STAMP := .airflow/.migrated
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 
-.PHONY: setup demo test test-fast lint lock airflow clean
+.PHONY: setup chromium demo test test-fast lint lock airflow clean
 
-setup: $(VENV_STAMP) $(JARS_STAMP) $(AIRFLOW_STAMP)
+setup: $(VENV_STAMP) $(JARS_STAMP) $(AIRFLOW_STAMP) chromium
+
+# Headless Chromium checks the HTML report renders (Debian's package; needs root or sudo).
+chromium:
+ifeq ($(CHROMIUM),)
+	@echo "==> Debian chromium (report rendering test)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	 $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+endif
 
 $(VENV_STAMP): requirements.lock pyproject.toml
 	@echo "==> Python environment ($(VENV)) from requirements.lock"

@@ -36,6 +36,10 @@ def _settings():
     return load_settings()
 
 
+def _day(params, data_interval_start) -> str:
+    return params.get("day") or data_interval_start.strftime("%Y-%m-%d")
+
+
 def _say_what_failed(context) -> None:
     """Failure callback: one line that names the DAG, task, day and error."""
     from choirflow.alerts import report_failure
@@ -97,9 +101,21 @@ def choirflow_daily():
     def train_and_evaluate(params=None, data_interval_start=None) -> dict:
         from choirflow import pipeline
 
-        day = params.get("day") or data_interval_start.strftime("%Y-%m-%d")
-        return pipeline.train_and_evaluate(day)
+        return pipeline.train_and_evaluate(_day(params, data_interval_start))
 
+    @task
+    def promote(challenger: dict, params=None, data_interval_start=None) -> dict:
+        from choirflow import pipeline
+
+        return pipeline.promote(_day(params, data_interval_start), challenger)
+
+    @task
+    def report(decision: dict, params=None, data_interval_start=None) -> str:
+        from choirflow import pipeline
+
+        return pipeline.report(_day(params, data_interval_start))
+
+    trained = train_and_evaluate()
     (
         ingest
         >> bronze_gate
@@ -107,8 +123,9 @@ def choirflow_daily():
         >> [item_embeddings, user_features]
         >> samples
         >> gold_gate
-        >> train_and_evaluate()
+        >> trained
     )
+    report(promote(trained))
 
 
 choirflow_daily()

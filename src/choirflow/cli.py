@@ -83,6 +83,27 @@ def backfill(
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command()
+def compare(
+    models: Annotated[str, typer.Option(help="comma-separated model configs, e.g. dnn,din,tin")],
+    day: Annotated[str, typer.Option(help="evaluation day; training uses the days before it")],
+) -> None:
+    """Train the listed models on the same samples, evaluate on DAY, write a leaderboard."""
+    from choirflow import pipeline
+
+    board = pipeline.compare([m.strip() for m in models.split(",") if m.strip()], day)
+    typer.echo(board.to_string(index=False))
+    typer.echo(f"report: {pipeline.report(day)}")
+
+
+@app.command()
+def report(day: Annotated[str, typer.Option(help="day, YYYY-MM-DD")]) -> None:
+    """Build the self-contained HTML report of a day and print its path."""
+    from choirflow import pipeline
+
+    typer.echo(pipeline.report(day))
+
+
 @app.command("import-movielens")
 def import_movielens_cmd(
     path: Annotated[Path, typer.Argument(help="folder with u.data/u.user/u.item or *.dat files")],
@@ -199,7 +220,9 @@ def _print_results(settings, last_day: str) -> None:
     )
     typer.echo(f"\nNext-day metrics for {last_day} (gold.metrics):")
     typer.echo(metrics[["model", "slice", "metric", "value"]].to_string(index=False))
-    typer.echo(f"\nModels: {settings.models_dir}")
+    typer.echo(f"\nModels: {settings.models_dir} (MLflow: {settings.models_dir}/mlflow.db)")
+    report = Path(settings.reports_dir) / last_day / "report.html"
+    typer.echo(f"\nReport: {report}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,19 @@ class TrainSettings(_Section):
     device: str = "auto"
 
 
+class TrackingSettings(_Section):
+    uri: str = ""  # empty: sqlite:///<paths.models>/mlflow.db
+    experiment: str = "choirflow"
+    registry_model: str = "choirflow_ctr"
+
+
+class PromotionSettings(_Section):
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    bucket_tolerance: float = Field(0.005, ge=0.0)
+    min_gain: float = 0.0
+    bootstrap_draws: int = Field(1000, ge=100)
+
+
 class QualitySettings(_Section):
     volume_tolerance: float = Field(3.0, gt=1.0)  # rows within [mean/t, mean*t] of prior days
     ctr_min: float = Field(0.005, ge=0.0)
@@ -81,6 +94,8 @@ class Settings(_Section):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI for a configured path (URIs such as s3a:// pass through)."""

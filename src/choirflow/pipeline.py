@@ -121,24 +121,19 @@ def load_item_vectors(
     return torch.from_numpy(matrix), version
 
 
-def train_and_evaluate(
-    dt: str, settings: Settings | None = None, model_name: str | None = None
-) -> dict[str, Any]:
-    """Train on the days before dt, evaluate on dt (the next day), write gold.metrics rows."""
-    spark, settings = _context(settings)
-    cfg = settings.train
-    model_name = model_name or cfg.model
-    train_days = [
-        (date.fromisoformat(dt) - timedelta(days=i)).isoformat()
-        for i in range(cfg.train_days, 0, -1)
-    ]
-    train_frame, version = load_samples(spark, settings, train_days)
-    eval_frame, _ = load_samples(spark, settings, [dt])
-    if train_frame.empty or eval_frame.empty or train_frame["click"].nunique() < 2:
-        reason = f"no training samples before {dt}" if train_frame.empty else "no evaluation rows"
-        print(f"[train dt={dt}] skipped: {reason}", flush=True)
-        return {"status": "skipped", "reason": reason, "dt": dt}
+def _train_window(dt: str, days: int) -> list[str]:
+    return [(date.fromisoformat(dt) - timedelta(days=i)).isoformat() for i in range(days, 0, -1)]
 
+
+def fit_and_score(
+    spark: SparkSession,
+    settings: Settings,
+    model_name: str,
+    train_frame: pd.DataFrame,
+    eval_frame: pd.DataFrame,
+) -> dict[str, Any]:
+    """Train one model on train_frame and score eval_frame; everything the caller records."""
+    cfg = settings.train
     model_cfg = load_model_config(model_name)
     params = {"embedding_dim": cfg.embedding_dim, **model_cfg.params}
     train_opts = {
@@ -157,36 +152,221 @@ def train_and_evaluate(
     model = build_model(model_cfg.model, sizes, item_vectors, **params)
     result = train(model, train_data, seed=cfg.seed, device=device, **train_opts)
     scores = predict(model, eval_data, device)
+    steps = max(1, -(-len(train_data) // train_opts["batch_size"]))
+    epoch_losses = [
+        float(np.mean(result.losses[i : i + steps])) for i in range(0, len(result.losses), steps)
+    ]
+    return {
+        "model": model,
+        "model_config": model_cfg.model,
+        "params": params,
+        "train_opts": train_opts,
+        "vocab": vocab,
+        "eval_data": eval_data,
+        "scores": scores,
+        "train_rows": len(train_data),
+        "losses": result.losses,
+        "epoch_losses": epoch_losses,
+        "samples_per_second": result.samples_per_second,
+        "embeddings_version": embeddings_version,
+    }
 
+
+def train_and_evaluate(
+    dt: str, settings: Settings | None = None, model_name: str | None = None
+) -> dict[str, Any]:
+    """Train on the days before dt, evaluate on dt (the next day), record metrics, track the
+    run in MLflow and register the model as a challenger."""
+    from choirflow.evaluate import tracking
+
+    spark, settings = _context(settings)
+    model_name = model_name or settings.train.model
+    train_days = _train_window(dt, settings.train.train_days)
+    train_frame, version = load_samples(spark, settings, train_days)
+    eval_frame, _ = load_samples(spark, settings, [dt])
+    if train_frame.empty or eval_frame.empty or train_frame["click"].nunique() < 2:
+        reason = f"no training samples before {dt}" if train_frame.empty else "no evaluation rows"
+        print(f"[train dt={dt}] skipped: {reason}", flush=True)
+        return {"status": "skipped", "reason": reason, "dt": dt}
+
+    fit = fit_and_score(spark, settings, model_name, train_frame, eval_frame)
+    eval_data, scores = fit["eval_data"], fit["scores"]
     run_id = uuid.uuid4().hex[:12]
     rows = _metric_rows(model_name, run_id, dt, eval_data.click, scores, eval_data)
     _write_metrics(spark, settings, rows, dt, model_name)
     lineage = {
         "gold.samples": version,
-        "silver.item_embeddings": embeddings_version,
+        "silver.item_embeddings": fit["embeddings_version"],
         "train_days": train_days,
     }
     meta = {
         "model": model_name,
+        "model_config": fit["model_config"],
         "run_id": run_id,
         "dt": dt,
-        "params": params,
-        "train": train_opts,
+        "params": fit["params"],
+        "train": fit["train_opts"],
         "lineage": lineage,
-        "vocab": vocab.values,
-        "train_rows": len(train_data),
-        "samples_per_second": result.samples_per_second,
+        "vocab": fit["vocab"].values,
+        "train_rows": fit["train_rows"],
+        "samples_per_second": fit["samples_per_second"],
     }
-    ckpt = Path(settings.models_dir) / model_name / dt / "model.pt"
-    save_checkpoint(ckpt, model, meta)
+    out_dir = Path(settings.models_dir) / model_name / dt
+    ckpt = out_dir / "model.pt"
+    save_checkpoint(ckpt, fit["model"], meta)
+    pd.DataFrame(
+        {
+            "user_id": eval_data.users,
+            "activity_bucket": eval_data.activity_bucket,
+            "click": eval_data.click,
+            "score": scores,
+            "event_id": eval_frame["event_id"].to_numpy(),
+        }
+    ).to_parquet(out_dir / "eval_predictions.parquet", index=False)
+    (out_dir / "training_curve.json").write_text(
+        json.dumps({"losses": fit["losses"], "epoch_losses": fit["epoch_losses"]})
+    )
     overall = {r["metric"]: r["value"] for r in rows if r["slice"] == "all"}
+    tracked = tracking.log_training_run(
+        settings,
+        model_name=model_name,
+        dt=dt,
+        params={**fit["params"], **fit["train_opts"], "train_rows": fit["train_rows"]},
+        config=meta | {"vocab": None},
+        lineage=lineage,
+        epoch_losses=fit["epoch_losses"],
+        eval_metrics={k: v for k, v in overall.items() if isinstance(v, float)},
+        checkpoint=ckpt,
+    )
     print(
-        f"[train dt={dt}] {model_name} on {len(train_data)} rows ({result.samples_per_second:,.0f}"
-        f" samples/s): next-day AUC={overall['auc']:.4f} "
-        f"GAUC={overall['gauc_impression_weighted']:.4f} on {len(eval_data)} rows",
+        f"[train dt={dt}] {model_name} on {fit['train_rows']} rows "
+        f"({fit['samples_per_second']:,.0f} samples/s): next-day AUC={overall['auc']:.4f} "
+        f"GAUC={overall['gauc_impression_weighted']:.4f} on {len(eval_data)} rows; "
+        f"registered version {tracked['model_version']}",
         flush=True,
     )
-    return {"status": "trained", "dt": dt, "model": model_name, "run_id": run_id, **overall}
+    return {
+        "status": "trained",
+        "dt": dt,
+        "model": model_name,
+        "run_id": run_id,
+        "checkpoint": str(ckpt),
+        **tracked,
+        **overall,
+    }
+
+
+def score_checkpoint(
+    spark: SparkSession, settings: Settings, path: str | Path, frame: pd.DataFrame
+) -> np.ndarray:
+    """Scores of a saved model (its own vocabulary and item vectors) on a samples frame."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    meta = checkpoint["meta"]
+    vocab = Vocabulary(meta["vocab"])
+    data = encode(frame, vocab, settings.features.max_seq_len)
+    item_vectors, _ = load_item_vectors(spark, settings, vocab)
+    sizes = {name: vocab.size(name) for name in vocab.values}
+    model = build_model(
+        meta.get("model_config", meta["model"]), sizes, item_vectors, **meta["params"]
+    )
+    model.load_state_dict(checkpoint["state_dict"])
+    return predict(model, data, pick_device(settings.train.device))
+
+
+PROMOTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("challenger_model", T.StringType()),
+        T.StructField("challenger_version", T.StringType()),
+        T.StructField("champion_version", T.StringType()),
+        T.StructField("promoted", T.BooleanType()),
+        T.StructField("gain", T.DoubleType()),
+        T.StructField("ci_low", T.DoubleType()),
+        T.StructField("ci_high", T.DoubleType()),
+        T.StructField("reasons", T.StringType()),
+        T.StructField("dt", T.StringType()),
+    ]
+)
+
+
+def promote(
+    dt: str, challenger: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Compare the day's challenger with the champion on the same next-day samples; move the
+    `champion` alias only when the gain holds (bootstrap over users) and no bucket regresses."""
+    from choirflow.evaluate import tracking
+    from choirflow.evaluate.promotion import decide
+
+    spark, settings = _context(settings)
+    if not challenger or challenger.get("status") != "trained":
+        return {"status": "skipped", "reason": "no challenger trained for this day", "dt": dt}
+    out_dir = Path(challenger["checkpoint"]).parent
+    preds = pd.read_parquet(out_dir / "eval_predictions.parquet")
+    current = tracking.champion(settings)
+    champion_scores = None
+    if current is not None and current["version"] == challenger["model_version"]:
+        return {"status": "skipped", "reason": "challenger is already champion", "dt": dt}
+    if current is not None:
+        frame, _ = load_samples(spark, settings, [dt])
+        scored = pd.Series(score_checkpoint(spark, settings, current["path"], frame),
+                           index=frame["event_id"].to_numpy())  # fmt: skip
+        champion_scores = scored.reindex(preds["event_id"]).to_numpy()
+    p = settings.promotion
+    decision = decide(
+        preds["click"].to_numpy(dtype=int),
+        preds["score"].to_numpy(),
+        champion_scores,
+        preds["user_id"].to_numpy(),
+        preds["activity_bucket"].to_numpy(),
+        confidence=p.confidence,
+        bucket_tolerance=p.bucket_tolerance,
+        min_gain=p.min_gain,
+        draws=p.bootstrap_draws,
+    )
+    if decision.promote:
+        tracking.set_champion(settings, challenger["model_version"])
+    row = (
+        challenger["model"], challenger["model_version"],
+        current["version"] if current else None, decision.promote,
+        decision.gain, decision.ci_low, decision.ci_high, "; ".join(decision.reasons), dt,
+    )  # fmt: skip
+    df = spark.createDataFrame([row], PROMOTIONS_SCHEMA).withColumn(
+        "decided_at", F.current_timestamp()
+    )
+    tables.replace_partition(df, tables.GOLD_PROMOTIONS, settings, f"dt = '{dt}'")
+    verdict = "promoted" if decision.promote else "kept the champion"
+    print(f"[promote dt={dt}] {verdict}: " + "; ".join(decision.reasons), flush=True)
+    return {"status": "decided", "promoted": decision.promote, "dt": dt, **decision.as_dict()}
+
+
+def compare(models: list[str], dt: str, settings: Settings | None = None) -> pd.DataFrame:
+    """Train the listed models on the same samples, evaluate on dt; return the leaderboard."""
+    settings = settings or load_settings()
+    results = [train_and_evaluate(dt, settings, m) for m in models]
+    board = pd.DataFrame([r for r in results if r.get("status") == "trained"])
+    if board.empty:
+        return board
+    cols = [
+        "model",
+        "auc",
+        "gauc_impression_weighted",
+        "user_averaged_auc",
+        "logloss",
+        "model_version",
+    ]
+    board = board[cols].sort_values("gauc_impression_weighted", ascending=False)
+    out = Path(settings.reports_dir) / dt
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    return board
+
+
+def report(dt: str, settings: Settings | None = None) -> str:
+    from choirflow.evaluate.report import build_report
+
+    spark, settings = _context(settings)
+    path = build_report(spark, settings, dt)
+    print(f"[report dt={dt}] {path}", flush=True)
+    return str(path)
 
 
 def _metric_rows(
@@ -244,7 +424,16 @@ def run_day(dt: str, settings: Settings | None = None) -> dict[str, Any]:
         "bronze_gate": quality_gate("bronze", dt, settings),
         "features": build_features(dt, settings),
         "gold_gate": quality_gate("gold", dt, settings),
-        "train": train_and_evaluate(dt, settings),
+        **_train_promote_report(dt, settings),
+    }
+
+
+def _train_promote_report(dt: str, settings: Settings) -> dict[str, Any]:
+    trained = train_and_evaluate(dt, settings)
+    return {
+        "train": trained,
+        "promotion": promote(dt, trained, settings),
+        "report": report(dt, settings),
     }
 
 

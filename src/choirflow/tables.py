@@ -56,6 +56,7 @@ SILVER_USER_FEATURES = Table(
     "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket"
 )
 GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
+GOLD_PROMOTIONS = Table("gold", "promotions", ("dt",), (), "champion/challenger decisions")
 QUALITY_RESULTS = Table("quality", "results", ("dt",), (), "every GX check of every gate run")
 GOLD_METRICS = Table("gold", "metrics", ("dt",), (), "evaluation results, one row per metric")
 
@@ -74,6 +75,7 @@ ALL_TABLES = [
     SILVER_ITEM_PROJECTIONS,
     GOLD_SAMPLES,
     GOLD_METRICS,
+    GOLD_PROMOTIONS,
     QUALITY_RESULTS,
 ]
 

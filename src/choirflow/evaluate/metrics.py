@@ -73,3 +73,19 @@ def summary(labels, scores, users) -> dict[str, float]:
         "n": float(len(np.asarray(labels))),
         "positive_rate": float(np.mean(labels)) if len(np.asarray(labels)) else float("nan"),
     }
+
+
+def calibration(labels, scores, bins: int = 10) -> pd.DataFrame:
+    """Predicted vs observed positive rate by score decile (equal-count bins)."""
+    df = pd.DataFrame({"y": np.asarray(labels, dtype=float), "p": np.asarray(scores, dtype=float)})
+    df["bin"] = pd.qcut(df["p"].rank(method="first"), bins, labels=False)
+    out = df.groupby("bin").agg(
+        mean_predicted=("p", "mean"), observed_rate=("y", "mean"), n=("y", "size")
+    )
+    return out.reset_index()
+
+
+def expected_calibration_error(labels, scores, bins: int = 10) -> float:
+    table = calibration(labels, scores, bins)
+    weights = table["n"] / table["n"].sum()
+    return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())

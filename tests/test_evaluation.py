@@ -1,0 +1,121 @@
+"""Promotion rules, MLflow tracking and the registry, compare, and the HTML report in a real
+headless Chromium."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from choirflow import pipeline, tables
+from choirflow.evaluate.promotion import bootstrap_gauc_gain, decide
+
+
+def _world(n_users=300, per_user=20, seed=0):
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users).astype(str), per_user)
+    truth = rng.random(len(users))
+    labels = (rng.random(len(users)) < truth).astype(int)
+    buckets = np.where(np.arange(len(users)) % 3 == 0, "low", "high")
+    return labels, truth, users, buckets, rng
+
+
+@pytest.mark.unit
+def test_a_clearly_better_challenger_is_promoted():
+    labels, truth, users, buckets, rng = _world()
+    champion = truth + rng.normal(0, 0.5, len(truth))
+    decision = decide(labels, truth, champion, users, buckets)
+    assert decision.promote and decision.ci_low > 0
+
+
+@pytest.mark.unit
+def test_no_gain_or_a_regressing_bucket_keeps_the_champion():
+    labels, truth, users, buckets, rng = _world()
+    same = decide(labels, truth, truth.copy(), users, buckets)
+    assert not same.promote and "does not hold" in same.reasons[0]
+    # Better overall, but the low bucket gets worse.
+    challenger = truth.copy()
+    champion = truth + rng.normal(0, 0.6, len(truth))
+    low = buckets == "low"
+    challenger[low], champion[low] = champion[low], truth[low]
+    worse = decide(labels, challenger, champion, users, buckets)
+    assert not worse.promote
+    assert any("bucket low regresses" in r for r in worse.reasons)
+
+
+@pytest.mark.unit
+def test_bootstrap_interval_brackets_the_gain():
+    labels, truth, users, _, rng = _world(seed=3)
+    gain, low, high = bootstrap_gauc_gain(
+        labels, truth, truth + rng.normal(0, 0.3, len(truth)), users
+    )
+    assert low < gain < high
+
+
+@pytest.mark.spark
+def test_training_is_tracked_and_registered(built, settings, days):
+    import mlflow
+
+    from choirflow.evaluate import tracking
+
+    trained = built[2]["train"]
+    client = tracking._client(settings)[1]
+    run = client.get_run(trained["run_id"])
+    assert run.data.params["epochs"] and "auc" in run.data.metrics
+    assert run.data.tags["lineage.gold.samples"].isdigit()
+    assert run.data.tags["code_version"]
+    history = client.get_metric_history(trained["run_id"], "train_loss")
+    assert len(history) >= 1
+    champion = tracking.champion(settings)
+    assert champion is not None and Path(champion["path"]).exists()
+    assert mlflow.get_tracking_uri().startswith("sqlite")
+
+
+@pytest.mark.spark
+def test_promotion_is_recorded(built, spark, settings, days):
+    decisions = tables.read(spark, tables.GOLD_PROMOTIONS, settings).toPandas()
+    assert set(decisions.dt) >= {days[1], days[2]}
+    first = decisions[decisions.dt == days[1]].iloc[0]
+    assert first.promoted and "no champion yet" in first.reasons
+    second = decisions[decisions.dt == days[2]].iloc[0]
+    assert second.champion_version is not None and second.reasons
+
+
+@pytest.mark.spark
+def test_compare_writes_a_leaderboard(built, spark, settings, days):
+    board = pipeline.compare(["dnn_test", "din_test"], days[2], settings)
+    assert list(board.model) and set(board.model) == {"dnn_test", "din_test"}
+    assert (Path(settings.reports_dir) / days[2] / "leaderboard.csv").exists()
+    metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
+    assert {"dnn_test", "din_test"} <= {
+        r.model for r in metrics.select("model").distinct().collect()
+    }
+
+
+@pytest.mark.spark
+def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium package is installed by `make setup`"
+    path = Path(pipeline.report(days[2], settings))
+    page = path.read_text()
+    for section in ("Leaderboard", "GAUC by activity bucket", "Calibration", "Training curves",
+                    "Data volumes", "Promotion", "Data quality"):  # fmt: skip
+        assert section in page, section
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-images-ok="true"' in dom.stdout
+    count = int(dom.stdout.split('data-image-count="')[1].split('"')[0])
+    assert count >= 4
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2000", path.as_uri()],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists() and shot.stat().st_size > 10_000
