@@ -44,12 +44,12 @@ $(VENV_STAMP): requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
-$(JARS_STAMP): $(VENV_STAMP)
+$(JARS_STAMP): | $(VENV_STAMP)
 	@echo "==> Delta JARs (resolved once from Maven Central, then used offline)"
 	$(PY) -m choirflow.spark
 	@touch $@
 
-$(AIRFLOW_STAMP): $(VENV_STAMP)
+$(AIRFLOW_STAMP): | $(VENV_STAMP)
 	@echo "==> Airflow home $(AIRFLOW_HOME) (SQLite metadata DB)"
 	@mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)

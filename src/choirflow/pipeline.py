@@ -59,6 +59,14 @@ def quality_gate(stage: str, dt: str, settings: Settings | None = None) -> list[
 FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples")
 
 
+def monitor(dt: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """choirflow_quality: freshness, volume and drift across tables (quality.monitoring)."""
+    from choirflow.quality.monitoring import monitor as run_monitor
+
+    spark, settings = _context(settings)
+    return run_monitor(spark, settings, dt).to_dict(orient="records")
+
+
 def build_features(
     dt: str, settings: Settings | None = None, steps: tuple[str, ...] = FEATURE_STEPS
 ) -> dict[str, int]:

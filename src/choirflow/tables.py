@@ -58,6 +58,9 @@ SILVER_USER_FEATURES = Table(
 GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
 GOLD_PROMOTIONS = Table("gold", "promotions", ("dt",), (), "champion/challenger decisions")
 QUALITY_RESULTS = Table("quality", "results", ("dt",), (), "every GX check of every gate run")
+QUALITY_MONITORING = Table(
+    "quality", "monitoring", ("dt",), (), "freshness, volume and drift across tables"
+)
 GOLD_METRICS = Table("gold", "metrics", ("dt",), (), "evaluation results, one row per metric")
 
 ALL_TABLES = [
@@ -77,6 +80,7 @@ ALL_TABLES = [
     GOLD_METRICS,
     GOLD_PROMOTIONS,
     QUALITY_RESULTS,
+    QUALITY_MONITORING,
 ]
 
 
