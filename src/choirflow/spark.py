@@ -107,6 +107,9 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
+        # Data-skipping stats on the leading columns only: ids, times and labels, not the
+        # long sequence arrays that follow them in gold.samples.
+        "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "12",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",

@@ -198,6 +198,11 @@ def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
         )
         sections.append("<h2>Data quality</h2>" + summary + _table(failing) + link)
 
+    monitoring = _read(spark, settings, tables.QUALITY_MONITORING, dt)
+    if not monitoring.empty:
+        shown = monitoring[["check", "table", "column", "value", "threshold", "status", "detail"]]
+        sections.append("<h2>Freshness, volume and drift</h2>" + _table(shown))
+
     body = "\n".join(sections) or '<p class="note">No results for this day yet.</p>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>choirflow report {dt}</title>

@@ -101,7 +101,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     """gold.samples[dt] and silver.sequence_state[dt] from the day's events and the prior state."""
     f = settings.features
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
-    impressions = labelled_impressions(events, f.attribution_hours)
+    impressions = labelled_impressions(events, f.attribution_hours).cache()
     clicks = (
         tables.read(spark, tables.SILVER_BEHAVIORS, settings)
         .where((F.col("dt") == dt) & (F.col("behavior_type") == "click"))
@@ -132,8 +132,8 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     out = (
         with_hist.join(F.broadcast(users), "user_id", "left")
         .join(F.broadcast(items), "item_id", "left")
-        .join(popularity, "item_id", "left")
-        .join(user_prev, "user_id", "left")
+        .join(F.broadcast(popularity), "item_id", "left")
+        .join(F.broadcast(user_prev), "user_id", "left")
         .select(
             "event_id",
             "request_id",
@@ -173,7 +173,9 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     )
     tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
     write_state(spark, settings, next_state(prev, changed), dt)
-    prev.unpersist()
+    for frame in (prev, impressions):
+        frame.unpersist()
+    spark.catalog.clearCache()  # the day's click sequences cached by sequences_for_day
     return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
 
 

@@ -107,6 +107,7 @@ def sequences_for_day(
                 max_len,
             ),
         )
+        .cache()  # read twice: for the impressions' sequences and for the new state
     )
     click_rows = with_seq.select(
         "user_id", "event_id", F.col("event_time").alias("ts"), F.lit(1).alias("kind"), "seq"
@@ -119,9 +120,9 @@ def sequences_for_day(
         F.lit(1).alias("kind"),
         F.col("prev_seq").alias("seq"),
     )
+    # Impressions carry all their columns through the window (no join back afterwards).
     impression_rows = impressions.select(
-        "user_id",
-        "event_id",
+        "*",
         F.col("event_time").alias("ts"),
         F.lit(0).alias("kind"),
         F.lit(None).cast(SEQUENCE).alias("seq"),
@@ -132,22 +133,18 @@ def sequences_for_day(
         .orderBy("ts", "kind", "event_id")
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
-    hist = (
-        impression_rows.unionByName(click_rows)
-        .unionByName(seeds)
-        .withColumn("hist", F.last("seq", ignorenulls=True).over(before))
-        .where(F.col("kind") == 0)
-        .select("event_id", "ts", "hist")
+    union = impression_rows.unionByName(click_rows, allowMissingColumns=True).unionByName(
+        seeds, allowMissingColumns=True
     )
     # A late impression may precede clicks carried in the state: keep only what came before.
-    hist = hist.select(
-        "event_id",
-        F.filter(
-            F.coalesce("hist", F.array().cast(SEQUENCE)), lambda x: x["ts"] < F.col("ts")
-        ).alias("hist"),
-    )
-    out = impressions.join(hist, "event_id", "left").withColumn(
-        "hist", F.coalesce("hist", F.array().cast(SEQUENCE))
+    out = (
+        union.withColumn("hist", F.last("seq", ignorenulls=True).over(before))
+        .where(F.col("kind") == 0)
+        .withColumn(
+            "hist",
+            F.filter(F.coalesce("hist", F.array().cast(SEQUENCE)), lambda x: x["ts"] < F.col("ts")),
+        )
+        .drop("ts", "kind", "seq")
     )
     last_click = Window.partitionBy("user_id").orderBy(
         F.col("event_time").desc(), F.col("event_id").desc()
