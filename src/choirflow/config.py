@@ -67,6 +67,9 @@ class TrainSettings(_Section):
     embedding_dim: int = Field(16, ge=1)
     seed: int = 42
     device: str = "auto"
+    validation_day: bool = True  # hold out the last training day for early stopping
+    patience: int = Field(2, ge=1)
+    warm_start: bool = True  # start from the champion's weights when it is the same model
 
 
 class TrackingSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +27,13 @@ from choirflow.ingest.raw import ingest_day
 from choirflow.models import build_model
 from choirflow.spark import get_spark
 from choirflow.train.data import SAMPLE_COLUMNS, Vocabulary, encode
-from choirflow.train.loop import load_model_config, pick_device, predict, save_checkpoint, train
+from choirflow.train.loop import (
+    load_model_config,
+    pick_device,
+    predict,
+    save_checkpoint,
+    train,
+)
 
 
 def days_between(start: str, end: str) -> list[str]:
@@ -139,8 +146,10 @@ def fit_and_score(
     model_name: str,
     train_frame: pd.DataFrame,
     eval_frame: pd.DataFrame,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train one model on train_frame and score eval_frame; everything the caller records."""
+    """Train one model on train_frame and score eval_frame; everything the caller records.
+    The last training day is the validation day (early stopping, learning-rate plateau)."""
     cfg = settings.train
     model_cfg = load_model_config(model_name)
     params = {"embedding_dim": cfg.embedding_dim, **model_cfg.params}
@@ -158,13 +167,31 @@ def fit_and_score(
     sizes = {name: vocab.size(name) for name in vocab.values}
     item_vectors, embeddings_version = load_item_vectors(spark, settings, vocab)
     model = build_model(model_cfg.model, sizes, item_vectors, **params)
-    result = train(model, train_data, seed=cfg.seed, device=device, **train_opts)
+    warm = _warm_start_from_champion(settings, model, vocab, model_name) if cfg.warm_start else None
+    valid = None
+    if cfg.validation_day and "dt" in train_frame and train_frame["dt"].nunique() > 1:
+        last = train_frame["dt"] == train_frame["dt"].max()
+        valid = encode(train_frame[last], vocab, max_len)
+        train_data = encode(train_frame[~last], vocab, max_len)
+    result = train(
+        model,
+        train_data,
+        seed=cfg.seed,
+        device=device,
+        valid=valid,
+        patience=cfg.patience,
+        checkpoint_dir=checkpoint_dir,
+        **train_opts,
+    )
     scores = predict(model, eval_data, device)
     steps = max(1, -(-len(train_data) // train_opts["batch_size"]))
     epoch_losses = [
         float(np.mean(result.losses[i : i + steps])) for i in range(0, len(result.losses), steps)
     ]
     return {
+        "warm_start": warm,
+        "valid_aucs": result.valid_aucs,
+        "best_epoch": result.best_epoch,
         "model": model,
         "model_config": model_cfg.model,
         "params": params,
@@ -197,7 +224,12 @@ def train_and_evaluate(
         print(f"[train dt={dt}] skipped: {reason}", flush=True)
         return {"status": "skipped", "reason": reason, "dt": dt}
 
-    fit = fit_and_score(spark, settings, model_name, train_frame, eval_frame)
+    out_dir = Path(settings.models_dir) / model_name / dt
+    if (out_dir / "model.pt").exists():  # a finished run: start over, not resume
+        shutil.rmtree(out_dir / "train_state", ignore_errors=True)
+    fit = fit_and_score(
+        spark, settings, model_name, train_frame, eval_frame, checkpoint_dir=out_dir / "train_state"
+    )
     eval_data, scores = fit["eval_data"], fit["scores"]
     run_id = uuid.uuid4().hex[:12]
     rows = _metric_rows(model_name, run_id, dt, eval_data.click, scores, eval_data)
@@ -218,8 +250,10 @@ def train_and_evaluate(
         "vocab": fit["vocab"].values,
         "train_rows": fit["train_rows"],
         "samples_per_second": fit["samples_per_second"],
+        "warm_start_from": fit["warm_start"],
+        "valid_aucs": fit["valid_aucs"],
+        "best_epoch": fit["best_epoch"],
     }
-    out_dir = Path(settings.models_dir) / model_name / dt
     ckpt = out_dir / "model.pt"
     save_checkpoint(ckpt, fit["model"], meta)
     pd.DataFrame(
@@ -262,6 +296,18 @@ def train_and_evaluate(
         **tracked,
         **overall,
     }
+
+
+def _warm_start_from_champion(settings: Settings, model, vocab, model_name: str) -> str | None:
+    """Start from the champion's weights when it is the same kind of model."""
+    from choirflow.evaluate import tracking
+    from choirflow.train.loop import warm_start
+
+    current = tracking.champion(settings)
+    if current is None or current["tags"].get("model") != model_name:
+        return None
+    warm_start(model, vocab, current["path"])
+    return str(current["version"])
 
 
 def score_checkpoint(

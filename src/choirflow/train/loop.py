@@ -59,6 +59,27 @@ class TrainResult:
     losses: list[float]
     samples_per_second: float
     seconds: float
+    epochs_run: int = 0
+    valid_aucs: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+
+
+def _valid_auc(model: nn.Module, valid: EncodedSamples, device: torch.device, label: str) -> float:
+    from choirflow.evaluate.metrics import auc
+
+    scores = predict(model, valid, device)
+    model.train()
+    return auc(getattr(valid, label), scores)
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def train(
@@ -72,18 +93,45 @@ def train(
     device: torch.device,
     label: str = "click",
     progress: bool = True,
+    valid: EncodedSamples | None = None,
+    patience: int | None = None,
+    lr_plateau_factor: float = 0.1,
+    checkpoint_dir: Path | None = None,
+    grad_clip: float = 10.0,
 ) -> TrainResult:
+    """Adam with gradient clipping; with `valid`: AUC per epoch, learning rate cut on a
+    plateau, early stopping after `patience` epochs without gain (best weights restored);
+    with `checkpoint_dir`: a checkpoint per epoch, and a rerun resumes after the last one.
+    bf16 autocast on CUDA."""
     torch.manual_seed(seed)
     model.to(device).train()
     tensors = to_tensors(data, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=lr_plateau_factor, patience=0
+    )
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     n = len(data)
     losses: list[float] = []
+    aucs: list[float] = []
+    best: tuple[float, int, dict] | None = None
+    first_epoch = 0
+    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    if last is not None and last.exists():
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        losses, aucs, first_epoch = state["losses"], state["aucs"], state["epoch"]
+        best = state.get("best")
     start = time.perf_counter()
     seen = 0
-    for epoch in range(epochs):
+    stopped = False
+    epoch = first_epoch
+    for epoch in range(first_epoch, epochs):
         order = torch.randperm(n, generator=generator).to(device)
         bar = tqdm(
             range(0, n, batch_size),
@@ -93,18 +141,87 @@ def train(
         )
         for lo in bar:
             batch = _slice(tensors, order[lo : lo + batch_size])
-            logits = model(batch)
-            loss = loss_fn(logits, batch[label])
+            with autocast:
+                logits = model(batch)
+            loss = loss_fn(logits.float(), batch[label])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += len(logits)
             rate = seen / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_per_s=f"{rate:,.0f}")
+        if valid is not None:
+            score = _valid_auc(model, valid, device, label)
+            aucs.append(score)
+            scheduler.step(score)
+            if best is None or score > best[0]:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (score, epoch + 1, weights)
+            elif patience is not None and epoch + 1 - best[1] >= patience:
+                stopped = True
+        if last is not None:
+            _save_state(
+                last,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "losses": losses,
+                    "aucs": aucs,
+                    "epoch": epoch + 1,
+                    "best": best,
+                },
+            )
+        if stopped:
+            break
+    if best is not None:
+        model.load_state_dict(best[2])
     seconds = time.perf_counter() - start
-    return TrainResult(losses, seen / max(seconds, 1e-9), seconds)
+    return TrainResult(
+        losses,
+        seen / max(seconds, 1e-9),
+        seconds,
+        epochs_run=(epoch + 1) if epochs else 0,
+        valid_aucs=aucs,
+        best_epoch=best[1] if best else None,
+        stopped_early=stopped,
+        resumed_from_epoch=first_epoch,
+    )
+
+
+def warm_start(model: nn.Module, vocab, checkpoint_path: str | Path) -> int:
+    """Copy a previous model's weights into `model`: embedding rows by vocabulary value (the
+    vocabularies of two days differ), every other tensor where the shapes agree. Returns the
+    number of tensors copied."""
+    old = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    old_state, old_vocab = old["state_dict"], old["meta"]["vocab"]
+    new_state = model.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in new_state.items():
+            if key not in old_state:
+                continue
+            source = old_state[key]
+            field_name = key.split(".")[2] if key.startswith("embedding.tables.") else None
+            if field_name and field_name in old_vocab and field_name in vocab.values:
+                old_index = {v: i + 2 for i, v in enumerate(old_vocab[field_name])}
+                rows = [
+                    (i + 2, old_index[v])
+                    for i, v in enumerate(vocab.values[field_name])
+                    if v in old_index
+                ]
+                if rows:
+                    dst, src = map(list, zip(*rows, strict=True))
+                    tensor[dst] = source[src].to(tensor.dtype)
+                    copied += 1
+            elif source.shape == tensor.shape:
+                tensor.copy_(source)
+                copied += 1
+    model.load_state_dict(new_state)
+    return copied
 
 
 @torch.no_grad()

@@ -1,0 +1,67 @@
+"""The trainer: resume after a kill equals an uninterrupted run, early stopping, warm start."""
+
+import numpy as np
+import pytest
+import torch
+
+from choirflow.models import build_model
+from choirflow.train.data import Vocabulary, encode
+from choirflow.train.loop import load_model_config, train, warm_start
+from tests.test_models import _toy_frame
+
+pytestmark = pytest.mark.unit
+CPU = torch.device("cpu")
+
+
+def _model(vocab, seed=0):
+    torch.manual_seed(seed)
+    cfg = load_model_config("din_test")
+    return build_model("din", {k: vocab.size(k) for k in vocab.values}, **cfg.params)
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+    frame = _toy_frame(400)
+    vocab = Vocabulary.fit(frame)
+    data = encode(frame, vocab, 5)
+    opts = dict(batch_size=64, learning_rate=0.01, seed=3, device=CPU, progress=False)
+    straight = _model(vocab)
+    train(straight, data, epochs=3, checkpoint_dir=tmp_path / "a", **opts)
+    interrupted = _model(vocab)
+    train(interrupted, data, epochs=1, checkpoint_dir=tmp_path / "b", **opts)  # "killed" here
+    resumed = _model(vocab, seed=99)  # a new process: fresh weights, then the checkpoint
+    result = train(resumed, data, epochs=3, checkpoint_dir=tmp_path / "b", **opts)
+    assert result.resumed_from_epoch == 1
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(value, resumed.state_dict()[key], msg=key)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    frame = _toy_frame(400)
+    vocab = Vocabulary.fit(frame)
+    noise = _toy_frame(300, seed=5)
+    noise["click"] = np.random.default_rng(0).integers(0, 2, len(noise))  # nothing to learn
+    result = train(
+        _model(vocab), encode(frame, vocab, 5), epochs=20, batch_size=64, learning_rate=0.01,
+        seed=1, device=CPU, progress=False, valid=encode(noise, vocab, 5), patience=2,
+    )  # fmt: skip
+    assert result.stopped_early and result.epochs_run < 20
+    assert result.best_epoch == int(np.argmax(result.valid_aucs)) + 1
+
+
+def test_warm_start_maps_embedding_rows_by_value(tmp_path):
+    frame = _toy_frame(200)
+    vocab = Vocabulary.fit(frame)
+    old = _model(vocab)
+    train(old, encode(frame, vocab, 5), epochs=1, batch_size=64, learning_rate=0.01, seed=1,
+          device=CPU, progress=False)  # fmt: skip
+    path = tmp_path / "champion.pt"
+    torch.save({"state_dict": old.state_dict(), "meta": {"vocab": vocab.values}}, path)
+    shifted = Vocabulary({k: (["new-value"] + v) for k, v in vocab.values.items()})
+    new = build_model(
+        "din", {k: shifted.size(k) for k in shifted.values}, **load_model_config("din_test").params
+    )
+    assert warm_start(new, shifted, path) > 10
+    value = vocab.values["item_id"][0]
+    old_row = old.embedding.tables["item_id"].weight[vocab.values["item_id"].index(value) + 2]
+    new_row = new.embedding.tables["item_id"].weight[shifted.values["item_id"].index(value) + 2]
+    torch.testing.assert_close(old_row, new_row)
