@@ -84,6 +84,15 @@ def test_promotion_is_recorded(built, spark, settings, days):
 
 
 @pytest.mark.spark
+def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark, settings, days):
+    metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
+    row = metrics.where("metric = 'gauc_impression_weighted' AND slice = 'all'").first()
+    assert row.model_version and row.model == "din" and 0 < row.value < 1
+    docs = Path(settings.warehouse_dir) / "_quality" / "data_docs" / "index.html"
+    assert docs.exists() and "gold_samples" in docs.read_text()
+
+
+@pytest.mark.spark
 def test_compare_writes_a_leaderboard(built, spark, settings, days):
     board = pipeline.compare(["dnn_test", "din_test"], days[2], settings)
     assert list(board.model) and set(board.model) == {"dnn_test", "din_test"}

@@ -233,7 +233,6 @@ def train_and_evaluate(
     eval_data, scores = fit["eval_data"], fit["scores"]
     run_id = uuid.uuid4().hex[:12]
     rows = _metric_rows(model_name, run_id, dt, eval_data.click, scores, eval_data)
-    _write_metrics(spark, settings, rows, dt, model_name)
     lineage = {
         "gold.samples": version,
         "silver.item_embeddings": fit["embeddings_version"],
@@ -280,6 +279,9 @@ def train_and_evaluate(
         eval_metrics={k: v for k, v in overall.items() if isinstance(v, float)},
         checkpoint=ckpt,
     )
+    for row in rows:
+        row["model_version"] = tracked["model_version"]
+    _write_metrics(spark, settings, rows, dt, model_name)
     print(
         f"[train dt={dt}] {model_name} on {fit['train_rows']} rows "
         f"({fit['samples_per_second']:,.0f} samples/s): next-day AUC={overall['auc']:.4f} "
@@ -451,6 +453,7 @@ METRICS_SCHEMA = T.StructType(
     [
         T.StructField("model", T.StringType()),
         T.StructField("run_id", T.StringType()),
+        T.StructField("model_version", T.StringType()),
         T.StructField("slice", T.StringType()),
         T.StructField("metric", T.StringType()),
         T.StructField("value", T.DoubleType()),
