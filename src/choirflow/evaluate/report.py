@@ -84,6 +84,7 @@ def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
         keep = [c for c in ("auc", "gauc_impression_weighted", "user_averaged_auc", "logloss", "n")
                 if c in overall.columns]  # fmt: skip
         board = overall[keep].sort_values("gauc_impression_weighted", ascending=False).reset_index()
+        board.columns.name = None
         if oracle is not None and models:
             preds = pd.read_parquet(next(iter(models.values())) / "eval_predictions.parquet")
             joined = preds.merge(oracle, on="event_id")
@@ -109,6 +110,7 @@ def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
             pivot = pivot.reindex(
                 [f"activity={b}" for b in ("low", "mid", "high") if f"activity={b}" in pivot.index]
             )
+            pivot.columns.name = None
             fig, ax = plt.subplots(figsize=(7, 3.5))
             pivot.plot.bar(ax=ax, rot=0)
             ax.set_ylabel("GAUC (impression-weighted)")
@@ -130,7 +132,12 @@ def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
             rows.append(
                 {"model": name, "ECE": expected_calibration_error(preds["click"], preds["score"])}
             )
-        lim = max(0.05, float(ax.get_xlim()[1]))
+        top = max(
+            [0.05]
+            + [line.get_xdata().max() for line in ax.lines[1:]]
+            + [line.get_ydata().max() for line in ax.lines[1:]]
+        )
+        lim = min(1.0, 1.15 * float(top))
         ax.set_xlim(0, lim)
         ax.set_ylim(0, lim)
         ax.set_xlabel("mean predicted CTR (decile)")
