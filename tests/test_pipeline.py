@@ -21,6 +21,7 @@ def _checksum(df) -> tuple[int, int]:
 
 def test_ingest_reconciles_and_keeps_event_times(built, spark, settings, days):
     runs = tables.read(spark, tables.BRONZE_INGEST_RUNS, settings).toPandas()
+    runs = runs[runs.dt.isin(days[:3])]  # other tests ingest days of their own
     assert len(runs) == 3 * 3
     assert (runs.raw_rows == runs.bronze_rows + runs.quarantined_rows + runs.duplicate_rows).all()
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == days[1])

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from choirflow import tables  # noqa: E402
 from choirflow.config import Settings  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
+from choirflow.quality.gate import data_docs_dir  # noqa: E402
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -194,8 +195,17 @@ def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
 
     # Quality.
     quality = _read(spark, settings, tables.QUALITY_RESULTS, dt)
-    docs = Path(settings.warehouse_dir) / "_quality" / "data_docs" / "index.html"
-    link = f'<p><a href="{docs.resolve().as_uri()}">Data Docs</a></p>' if docs.exists() else ""
+    sites = sorted(data_docs_dir(settings, dt).glob("*/index.html"))
+    link = (
+        "<p>Data Docs: "
+        + ", ".join(
+            f'<a href="{site.resolve().as_uri()}">{html.escape(site.parent.name)}</a>'
+            for site in sites
+        )
+        + "</p>"
+        if sites
+        else ""
+    )
     if not quality.empty:
         failing = quality[~quality["success"]][["table", "expectation", "column", "severity",
                                                  "unexpected_count", "observed"]]  # fmt: skip

@@ -21,6 +21,10 @@ from choirflow.quality.suites import SuiteSpec, prepare
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+def data_docs_dir(settings: Settings, dt: str) -> Path:
+    return Path(settings.warehouse_dir) / "_quality" / "data_docs" / dt
+
+
 class QualityGateError(RuntimeError):
     """A hard check failed: the run stops before training."""
 
@@ -107,9 +111,10 @@ def validate(
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    docs_dir = str(Path(settings.warehouse_dir) / "_quality" / "data_docs")
-    context = _context(docs_dir)
     name = spec.table.replace(".", "_")
+    # One site per day and table: a later gate run never overwrites another's pages.
+    docs_dir = str(data_docs_dir(settings, dt) / name)
+    context = _context(docs_dir)
     asset = context.data_sources.add_spark(name=f"{name}_src").add_dataframe_asset(name=name)
     batch = asset.add_batch_definition_whole_dataframe(f"{name}_{dt}")
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=spec.expectations))
