@@ -4,6 +4,7 @@ with a message that names the table, the expectation, the failing count and exam
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -117,7 +118,9 @@ def validate(
     context = _context(docs_dir)
     asset = context.data_sources.add_spark(name=f"{name}_src").add_dataframe_asset(name=name)
     batch = asset.add_batch_definition_whole_dataframe(f"{name}_{dt}")
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=spec.expectations))
+    # GX binds an expectation to one suite: give each run its own copies.
+    expectations = [copy.copy(e) for e in spec.expectations]
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{name}_{dt}", data=batch, suite=suite)
     )
