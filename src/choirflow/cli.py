@@ -150,7 +150,7 @@ def demo(
     preset: Annotated[str, typer.Option(help="world preset")] = "demo",
     airflow_days: Annotated[
         int, typer.Option(help="last N days via `airflow dags test` (0 = all); earlier in-process")
-    ] = 2,
+    ] = 1,
 ) -> None:
     """Generate the demo world; run its days, the last ones through Airflow's `choirflow_daily`."""
     from choirflow.config import load_settings
