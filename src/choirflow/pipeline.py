@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -535,12 +535,3 @@ def backfill(
         print(f"[backfill] {dt} done in {result['seconds']}s", flush=True)
         out.append(result)
     return out
-
-
-def write_run_summary(settings: Settings, payload: dict[str, Any]) -> Path:
-    out = Path(settings.reports_dir) / "runs"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = out / f"run-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path

@@ -35,12 +35,6 @@ def _delta_artifacts() -> list[tuple[str, str, str]]:
     ]
 
 
-def delta_package() -> str:
-    """Maven coordinate of the delta-spark JAR that matches the installed pyspark."""
-    group, artifact, version = _delta_artifacts()[0]
-    return f"{group}:{artifact}:{version}"
-
-
 def delta_jars(settings: Settings) -> list[str]:
     names = {f"{a}-{v}.jar" for _, a, v in _delta_artifacts()}
     return sorted(str(p) for p in Path(settings.jars_dir).glob("*.jar") if p.name in names)

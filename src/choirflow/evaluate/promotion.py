@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from choirflow.evaluate.metrics import per_user_auc
 
@@ -95,7 +94,3 @@ def decide(
                 f"activity bucket {bucket} regresses by {delta:+.4f} (tolerance {bucket_tolerance})"
             )
     return Decision(promote, reasons, gain, low, high, deltas)
-
-
-def decision_frame(decision: Decision) -> pd.DataFrame:
-    return pd.DataFrame([{**decision.as_dict(), "reasons": "; ".join(decision.reasons)}])

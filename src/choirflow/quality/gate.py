@@ -90,7 +90,7 @@ def _context(docs_dir: str):
     return context
 
 
-def _examples(df: DataFrame, spec: SuiteSpec, raw_result: dict) -> list[str]:
+def _examples(spec: SuiteSpec, raw_result: dict) -> list[str]:
     """Key values of failing rows when GX returns them, else the failing values."""
     index_rows = raw_result.get("partial_unexpected_index_list") or []
     keys = [
@@ -168,7 +168,7 @@ def validate(
                 observed=str(errors[0] if errors else observed)
                 if (errors or observed is not None)
                 else None,
-                examples=_examples(prepared, spec, raw),
+                examples=_examples(spec, raw),
             )
         )
     prepared.unpersist()
