@@ -18,6 +18,9 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export AIRFLOW_CONN_SPARK_DEFAULT := {"conn_type": "spark", "host": "local[*]"}
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# llama-cpp-python compiles from source (about 6.5 min on 2 cores; uv caches the wheel):
+# a portable x86-64 build with AVX2 rather than this machine's native flags.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 VENV_STAMP := $(VENV)/.choirflow-synced
 JARS_STAMP := .cache/jars/.fetched

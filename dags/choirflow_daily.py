@@ -95,6 +95,9 @@ def choirflow_daily():
     item_embeddings = _spark_step("item_embeddings", "features.py", "--steps", "item_embeddings")
     user_features = _spark_step("user_features", "features.py", "--steps", "user_features")
     samples = _spark_step("samples", "features.py", "--steps", "samples")
+    # Budgeted LLM labelling of changed users, RQ-KMeans codes, group priors (read by the
+    # next day's samples, so training does not wait for it).
+    user_groups = _spark_step("user_groups", "groups.py")
     gold_gate = _spark_step("gold_quality_gate", "quality_gate.py", "--stage", "gold")
 
     @task(queue=TRAIN_QUEUE, pool=TRAIN_POOL)
@@ -125,6 +128,7 @@ def choirflow_daily():
         >> gold_gate
         >> trained
     )
+    samples >> user_groups
     report(promote(trained))
 
 

@@ -33,6 +33,9 @@ os.environ.update(
         "SPARK_LOCAL_IP": "127.0.0.1",
         "HF_HUB_OFFLINE": "1",
         "TQDM_DISABLE": "1",
+        # Template profiles in the shared pipeline runs; tests/test_groups.py drives real LLM
+        # backends (a loopback OpenAI-compatible server, in-process llama.cpp) on its own copy.
+        "CHOIRFLOW__GROUPS__BACKEND": "template",
         "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,

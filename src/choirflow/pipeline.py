@@ -23,6 +23,7 @@ from choirflow.evaluate import metrics
 from choirflow.features.activity import build_daily_activity, build_user_features
 from choirflow.features.item_embeddings import build_item_embeddings
 from choirflow.features.samples import build_behaviors, build_samples
+from choirflow.groups.inputs import build_user_category_daily
 from choirflow.ingest.raw import ingest_day
 from choirflow.models import build_model
 from choirflow.spark import get_spark
@@ -63,7 +64,8 @@ def quality_gate(stage: str, dt: str, settings: Settings | None = None) -> list[
     return {"bronze": bronze_gate, "gold": gold_gate}[stage](spark, settings, dt)
 
 
-FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples")
+# Samples of day D read the groups of D-1, so the groups of D are built after them.
+FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples", "groups")
 
 
 def monitor(dt: str, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -86,14 +88,39 @@ def build_features(
     if "behaviors" in steps:
         out["silver.behaviors"] = build_behaviors(spark, settings, dt)
         build_daily_activity(spark, settings, dt)
+        out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
     if "item_embeddings" in steps:
         out["silver.item_embeddings"] = build_item_embeddings(spark, settings, dt)["embedded"]
     if "user_features" in steps:
         build_user_features(spark, settings, dt)
     if "samples" in steps:
         out["gold.samples"] = build_samples(spark, settings, dt)
+    if "groups" in steps:
+        out.update(build_groups(dt, settings))
     print(f"[features dt={dt}] " + " ".join(f"{k}={v}" for k, v in out.items()), flush=True)
     return out
+
+
+def build_groups(
+    dt: str, settings: Settings | None = None, refit: bool = False, relabel_all: bool = False
+) -> dict[str, int]:
+    """Semantic user groups of one day: budgeted LLM labelling of changed users, then RQ-KMeans
+    codes for changed profiles and the group priors. choirflow_groups_refresh passes `refit`
+    (a new codebook version) and `relabel_all` (every user's inputs rebuilt)."""
+    from choirflow.groups.assign import assign_groups
+    from choirflow.groups.labelling import label_profiles
+    from choirflow.quality.checks import groups_gate
+
+    spark, settings = _context(settings)
+    profiles = label_profiles(spark, settings, dt, everyone=relabel_all)
+    groups = assign_groups(spark, settings, dt, refit=refit)
+    groups_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+    return {
+        "silver.user_profiles": profiles["users_considered"] - profiles["cache_hits"],
+        "llm_calls": profiles["calls"],
+        "silver.user_groups": groups["users"],
+        "silver.group_priors": groups["priors"],
+    }
 
 
 def load_samples(
@@ -103,12 +130,10 @@ def load_samples(
     version = tables.version(spark, tables.GOLD_SAMPLES, settings)
     if version is None:
         return pd.DataFrame(columns=SAMPLE_COLUMNS), None
-    frame = (
-        tables.read(spark, tables.GOLD_SAMPLES, settings, version=version)
-        .where(F.col("dt").isin(days))
-        .select(*SAMPLE_COLUMNS, "activity_bucket")
-        .toPandas()
-    )
+    table = tables.read(spark, tables.GOLD_SAMPLES, settings, version=version)
+    # Older partitions (and imported datasets) may lack the group columns: encode fills them.
+    columns = [c for c in (*SAMPLE_COLUMNS, "activity_bucket") if c in table.columns]
+    frame = table.where(F.col("dt").isin(days)).select(*columns).toPandas()
     frame = frame.loc[:, ~frame.columns.duplicated()]
     return frame, version
 

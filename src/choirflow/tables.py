@@ -55,6 +55,28 @@ SILVER_ITEM_PROJECTIONS = Table(
 SILVER_USER_FEATURES = Table(
     "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket"
 )
+SILVER_USER_CATEGORY_DAILY = Table(
+    "silver", "user_category_daily", ("dt",), ("user_id", "category"),
+    "per-user clicks, purchases and price percentile per category of one day",
+)  # fmt: skip
+SILVER_USER_PROFILES = Table(
+    "silver", "user_profiles", (), ("user_id",),
+    "semantic profiles (LLM or template), cached by input fingerprint, prompt version, model",
+)  # fmt: skip
+SILVER_PROFILE_RUNS = Table(
+    "silver", "profile_runs", ("dt",), (), "per-run LLM accounting: calls, hits, failures, tokens"
+)
+SILVER_GROUP_CODEBOOKS = Table(
+    "silver", "group_codebooks", (), ("codebook_version", "stage", "code"),
+    "RQ-KMeans centroids, one set per codebook version",
+)  # fmt: skip
+SILVER_USER_GROUPS = Table(
+    "silver", "user_groups", ("dt",), ("user_id",), "RQ-KMeans codes (c1, c2, c3) at the end of dt"
+)
+SILVER_GROUP_PRIORS = Table(
+    "silver", "group_priors", ("dt",), ("group_id",),
+    "per group: voted attributes and the group behaviour sequence, as of dt",
+)  # fmt: skip
 GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
 GOLD_PROMOTIONS = Table("gold", "promotions", ("dt",), (), "champion/challenger decisions")
 QUALITY_RESULTS = Table("quality", "results", ("dt",), (), "every GX check of every gate run")
@@ -76,6 +98,12 @@ ALL_TABLES = [
     SILVER_USER_FEATURES,
     SILVER_ITEM_EMBEDDINGS,
     SILVER_ITEM_PROJECTIONS,
+    SILVER_USER_CATEGORY_DAILY,
+    SILVER_USER_PROFILES,
+    SILVER_PROFILE_RUNS,
+    SILVER_GROUP_CODEBOOKS,
+    SILVER_USER_GROUPS,
+    SILVER_GROUP_PRIORS,
     GOLD_SAMPLES,
     GOLD_METRICS,
     GOLD_PROMOTIONS,

@@ -134,6 +134,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         .join(F.broadcast(items), "item_id", "left")
         .join(F.broadcast(popularity), "item_id", "left")
         .join(F.broadcast(user_prev), "user_id", "left")
+        .join(F.broadcast(_groups_before(spark, settings, dt)), "user_id", "left")
         .select(
             "event_id",
             "request_id",
@@ -168,6 +169,8 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
             (F.coalesce("prev_clicks_7d", F.lit(0)) + F.col("clicks_today")).alias("clicks_7d"),
             (F.coalesce("prev_clicks_30d", F.lit(0)) + F.col("clicks_today")).alias("clicks_30d"),
             F.coalesce("prev_activity_bucket", F.lit("low")).alias("activity_bucket"),
+            F.coalesce("prev_conversions_30d", F.lit(0)).alias("conversions_30d"),
+            *GROUP_COLUMNS,
             F.lit(dt).alias("dt"),
         )
     )
@@ -181,7 +184,10 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
 
 def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
     """Activity as of the end of the day before dt (history before the sample)."""
-    empty = "user_id string, prev_clicks_7d long, prev_clicks_30d long, prev_activity_bucket string"
+    empty = (
+        "user_id string, prev_clicks_7d long, prev_clicks_30d long, prev_conversions_30d long, "
+        "prev_activity_bucket string"
+    )
     if not tables.exists(spark, tables.SILVER_USER_FEATURES, settings):
         return spark.createDataFrame([], empty)
     return (
@@ -191,6 +197,57 @@ def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> D
             "user_id",
             F.col("clicks_7d").alias("prev_clicks_7d"),
             F.col("clicks_30d").alias("prev_clicks_30d"),
+            F.col("conversions_30d").alias("prev_conversions_30d"),
             F.col("activity_bucket").alias("prev_activity_bucket"),
+        )
+    )
+
+
+GROUP_COLUMNS = (
+    "group_c1",
+    "group_c2",
+    "group_c3",
+    "group_id",
+    "group_age_band",
+    "group_gender",
+    "group_city_tier",
+    "group_hist_categories",
+    "group_hist_top_categories",
+)
+_GROUP_DDL = (
+    "user_id string, group_c1 string, group_c2 string, group_c3 string, group_id string, "
+    "group_age_band string, group_gender string, group_city_tier string, "
+    "group_hist_categories array<string>, group_hist_top_categories array<string>"
+)
+
+
+def _groups_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """Each user's semantic group and its priors as of the end of the latest day before dt
+    (ChoirRec group channel); empty before the first group assignment."""
+    if not (
+        tables.exists(spark, tables.SILVER_USER_GROUPS, settings)
+        and tables.exists(spark, tables.SILVER_GROUP_PRIORS, settings)
+    ):
+        return spark.createDataFrame([], _GROUP_DDL)
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") < dt)
+    last = groups.agg(F.max("dt")).first()[0]
+    if last is None:
+        return spark.createDataFrame([], _GROUP_DDL)
+    priors = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == last)
+    codes = F.col("codes")
+    return (
+        groups.where(F.col("dt") == last)
+        .join(priors.withColumnRenamed("group_id", "prior_group").drop("dt"), "prior_group", "left")
+        .select(
+            "user_id",
+            F.array_join(F.slice(codes, 1, 1), "-").alias("group_c1"),
+            F.array_join(F.slice(codes, 1, 2), "-").alias("group_c2"),
+            F.array_join(F.slice(codes, 1, 3), "-").alias("group_c3"),
+            F.col("prior_group").alias("group_id"),
+            F.col("voted_age_band").alias("group_age_band"),
+            F.col("voted_gender").alias("group_gender"),
+            F.col("voted_city_tier").alias("group_city_tier"),
+            "group_hist_categories",
+            "group_hist_top_categories",
         )
     )

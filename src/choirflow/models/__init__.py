@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from choirflow.models import din, dnn, qin, tin, transformer_dcn
+from choirflow.models import choirrec, din, dnn, qin, tin, transformer_dcn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "dnn": dnn.build,
@@ -14,6 +14,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "tin": tin.build,
     "qin": qin.build,
     "transformer_dcn": transformer_dcn.build,
+    "choirrec": choirrec.build,
 }
 
 

@@ -155,12 +155,23 @@ class TargetAttention(nn.Module):
     """DIN's local activation unit: an MLP scores each behaviour against the target from
     [q, k, q - k, q * k]; weights are not softmax-normalised, so intensity is kept."""
 
-    def __init__(self, dim: int, hidden: tuple[int, ...] = (64, 32), activation: str = "dice"):
+    def __init__(
+        self,
+        dim: int,
+        hidden: tuple[int, ...] = (64, 32),
+        activation: str = "dice",
+        softmax: bool = False,
+    ):
         super().__init__()
         self.score = mlp(4 * dim, hidden, activation=activation, out_dim=1)
+        self.softmax = softmax  # ChoirRec normalises with a masked softmax
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q = query.unsqueeze(1).expand_as(keys)
         weights = self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
-        weights = weights * mask.to(weights.dtype)
+        if self.softmax:
+            weights = weights.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            weights = torch.nan_to_num(weights, nan=0.0)  # an empty sequence pools to zero
+        else:
+            weights = weights * mask.to(weights.dtype)
         return torch.einsum("bl,bld->bd", weights, keys)

@@ -16,6 +16,7 @@ from choirflow.quality.suites import (
     bronze_events_suite,
     gold_samples_suite,
     item_embeddings_suite,
+    user_groups_suite,
 )
 
 
@@ -57,12 +58,28 @@ def gold_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str
     q = settings.quality
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt)
     prior = previous_counts(spark, settings, tables.GOLD_SAMPLES, dt)
-    spec = gold_samples_suite(
-        settings.features.max_seq_len, prior, q.volume_tolerance, (q.ctr_min, q.ctr_max)
+    groups_before = tables.exists(spark, tables.SILVER_USER_GROUPS, settings) and (
+        tables.read(spark, tables.SILVER_USER_GROUPS, settings)
+        .where(F.col("dt") < dt)
+        .limit(1)
+        .count()
+        > 0
     )
+    spec = gold_samples_suite(
+        settings.features.max_seq_len, prior, q.volume_tolerance, (q.ctr_min, q.ctr_max),
+        groups_expected=groups_before,
+    )  # fmt: skip
     out = [gate(spark, settings, samples, spec, dt)]
     if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
         embeddings = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
         spec = item_embeddings_suite(settings.features.item_embedding_dim)
         out.append(gate(spark, settings, embeddings, spec, dt))
     return out
+
+
+def groups_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
+    """silver.user_groups[dt] after assignment: coverage of every known user, code shape."""
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
+    users = tables.read(spark, tables.BRONZE_USERS, settings).count()
+    spec = user_groups_suite(users, len(settings.groups.centroids))
+    return [gate(spark, settings, groups, spec, dt)]

@@ -117,7 +117,11 @@ def bronze_dimension_suite(name: str) -> SuiteSpec:
 
 
 def gold_samples_suite(
-    max_seq_len: int, previous_counts: list[int], tolerance: float, ctr_bounds: tuple[float, float]
+    max_seq_len: int,
+    previous_counts: list[int],
+    tolerance: float,
+    ctr_bounds: tuple[float, float],
+    groups_expected: bool = False,
 ) -> SuiteSpec:
     expectations = [
         gxe.ExpectColumnValuesToNotBeNull(column=c, meta=HARD)
@@ -146,6 +150,10 @@ def gold_samples_suite(
         ),
     ]
     expectations += volume_expectation(previous_counts, tolerance)
+    if groups_expected:  # once groups exist, (nearly) every sample carries its user's group
+        expectations.append(
+            gxe.ExpectColumnValuesToNotBeNull(column="group_c1", mostly=0.95, meta=SOFT)
+        )
     derived = {
         "_min_gap_seconds": F.coalesce(F.array_min("hist_gap_seconds"), F.lit(1.0)),
         "_arrays_aligned": (F.size("hist_item_ids") == F.col("hist_len"))
@@ -171,6 +179,21 @@ def item_embeddings_suite(width: int) -> SuiteSpec:
         "_norm": F.sqrt(squares),
     }
     return SuiteSpec("silver.item_embeddings", ("item_id",), expectations, derived)
+
+
+def user_groups_suite(users: int, stages: int) -> SuiteSpec:
+    """Coverage: every known user has a group; codes have one entry per RQ-KMeans stage."""
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="user_id", meta=HARD),
+        gxe.ExpectColumnValuesToNotBeNull(column="c1", meta=HARD),
+        gxe.ExpectColumnValuesToNotBeNull(column="prior_group", meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="_stages", value_set=[stages], meta=HARD),
+        gxe.ExpectTableRowCountToBeBetween(min_value=users, meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="profile_source", value_set=["llm", "template"], meta=HARD
+        ),
+    ]
+    return SuiteSpec("silver.user_groups", ("user_id",), expectations, {"_stages": F.size("codes")})
 
 
 def prepare(df: DataFrame, spec: SuiteSpec) -> DataFrame:

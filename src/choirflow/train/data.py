@@ -35,6 +35,24 @@ CATEGORICAL_FIELDS: tuple[str, ...] = (
 )
 # Sequence field -> the target field whose vocabulary (and embedding table) it shares.
 SEQUENCE_FIELDS: dict[str, str] = {"hist_item_ids": "item_id", "hist_categories": "item_category"}
+# ChoirRec's group channel (silver.user_groups + silver.group_priors, as of the day before):
+# hierarchical codes with their own vocabularies, voted attributes sharing the user's.
+GROUP_FIELDS: dict[str, str] = {
+    "group_c1": "group_c1",
+    "group_c2": "group_c2",
+    "group_c3": "group_c3",
+    "group_id": "group_id",
+    "group_age_band": "age_band",
+    "group_gender": "gender",
+    "group_city_tier": "city_tier",
+}
+GROUP_SEQUENCE_FIELDS: dict[str, str] = {
+    "group_hist_categories": "item_category",
+    "group_hist_top_categories": "item_top_category",
+}
+GROUP_SEQ_LEN = 20
+# Activity counts known before the sample, log1p-scaled: the reliability inputs of ChoirRec.
+DENSE_FIELDS: tuple[str, ...] = ("clicks_7d", "clicks_30d", "conversions_30d")
 SAMPLE_COLUMNS = [
     *CATEGORICAL_FIELDS,
     *SEQUENCE_FIELDS,
@@ -43,7 +61,30 @@ SAMPLE_COLUMNS = [
     "conversion",
     "event_id",
     "dt",
+    *GROUP_FIELDS,
+    *GROUP_SEQUENCE_FIELDS,
+    *DENSE_FIELDS,
 ]
+OPTIONAL_COLUMNS = (*GROUP_FIELDS, *GROUP_SEQUENCE_FIELDS, *DENSE_FIELDS)
+
+
+def _tables() -> dict[str, list[str]]:
+    """Vocabulary (embedding table) name -> every column whose values index it."""
+    sources: dict[str, list[str]] = {}
+    for name in CATEGORICAL_FIELDS:
+        sources.setdefault(name, []).append(name)
+    for column, table in {**SEQUENCE_FIELDS, **GROUP_FIELDS, **GROUP_SEQUENCE_FIELDS}.items():
+        sources.setdefault(table, []).append(column)
+    return sources
+
+
+def with_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tables written before groups existed (or by importers) lack the group columns."""
+    frame = frame.copy()
+    for column in OPTIONAL_COLUMNS:
+        if column not in frame:
+            frame[column] = 0 if column in DENSE_FIELDS else None
+    return frame
 
 
 @dataclass
@@ -60,17 +101,17 @@ class Vocabulary:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, min_count: int = 1) -> Vocabulary:
+        frame = with_optional_columns(frame)
         values: dict[str, list[str]] = {}
-        for name in CATEGORICAL_FIELDS:
-            col = frame[name].dropna().astype(str)
-            extra = [
-                _flatten(frame[seq])[0].astype(str)
-                for seq, target in SEQUENCE_FIELDS.items()
-                if target == name
-            ]
-            all_values = pd.concat([col, *(pd.Series(e) for e in extra)], ignore_index=True)
-            counts = all_values.value_counts()
-            values[name] = sorted(counts[counts >= min_count].index.tolist())
+        for table, columns in _tables().items():
+            parts = []
+            for column in columns:
+                if column in SEQUENCE_FIELDS or column in GROUP_SEQUENCE_FIELDS:
+                    parts.append(pd.Series(_flatten(frame[column])[0]).astype(str))
+                else:
+                    parts.append(frame[column].dropna().astype(str))
+            counts = pd.concat(parts, ignore_index=True).value_counts()
+            values[table] = sorted(counts[counts >= min_count].index.tolist())
         return cls(values)
 
 
@@ -110,30 +151,46 @@ class EncodedSamples:
     conversion: np.ndarray  # [N] float32
     users: np.ndarray  # [N] object, for grouped metrics
     activity_bucket: np.ndarray  # [N] object
+    group: np.ndarray | None = None  # [N, len(GROUP_FIELDS)] int64
+    dense: np.ndarray | None = None  # [N, len(DENSE_FIELDS) + 1] float32, last = low activity
 
     def __len__(self) -> int:
         return len(self.click)
 
 
-def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSamples:
-    categorical = np.stack(
+def _categorical(frame: pd.DataFrame, vocab: Vocabulary, fields: dict[str, str]) -> np.ndarray:
+    return np.stack(
         [
             np.where(
                 frame[name].isna().to_numpy(),
                 PAD,
-                _lookup(vocab.index(name), frame[name].astype(str).to_numpy()),
+                _lookup(vocab.index(table), frame[name].astype(str).to_numpy()),
             )
-            for name in CATEGORICAL_FIELDS
+            for name, table in fields.items()
         ],
         axis=1,
     )
-    sequences = {}
-    for seq, target in SEQUENCE_FIELDS.items():
-        flat, lengths = _flatten(frame[seq])
-        ids = _lookup(vocab.index(target), flat.astype(str)) if flat.size else flat.astype(np.int64)
-        sequences[seq] = _right_aligned(ids, lengths, max_len, np.int64)
+
+
+def _sequence(frame: pd.DataFrame, vocab: Vocabulary, column: str, table: str, max_len: int):
+    flat, lengths = _flatten(frame[column])
+    ids = _lookup(vocab.index(table), flat.astype(str)) if flat.size else flat.astype(np.int64)
+    return _right_aligned(ids, lengths, max_len, np.int64)
+
+
+def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSamples:
+    frame = with_optional_columns(frame)
+    categorical = _categorical(frame, vocab, {n: n for n in CATEGORICAL_FIELDS})
+    sequences = {
+        seq: _sequence(frame, vocab, seq, target, max_len)
+        for seq, target in SEQUENCE_FIELDS.items()
+    }
+    for seq, target in GROUP_SEQUENCE_FIELDS.items():
+        sequences[seq] = _sequence(frame, vocab, seq, target, GROUP_SEQ_LEN)
     flat_gap, gap_len = _flatten(frame["hist_gap_seconds"])
     gaps = _right_aligned(flat_gap.astype(np.float32) / 3600.0, gap_len, max_len, np.float32)
+    counts = frame[list(DENSE_FIELDS)].fillna(0).to_numpy(dtype=np.float32)
+    low = (frame["activity_bucket"].astype(str) == "low").to_numpy(dtype=np.float32)
     return EncodedSamples(
         categorical=categorical,
         sequences=sequences,
@@ -142,4 +199,6 @@ def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSampl
         conversion=frame["conversion"].to_numpy(dtype=np.float32),
         users=frame["user_id"].to_numpy(dtype=object),
         activity_bucket=frame["activity_bucket"].to_numpy(dtype=object),
+        group=_categorical(frame, vocab, GROUP_FIELDS),
+        dense=np.concatenate([np.log1p(counts), low[:, None]], axis=1),
     )

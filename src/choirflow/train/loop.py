@@ -47,7 +47,52 @@ def to_tensors(data: EncodedSamples, device: torch.device) -> dict[str, torch.Te
         "conversion": torch.from_numpy(data.conversion),
     }
     tensors.update({k: torch.from_numpy(v) for k, v in data.sequences.items()})
+    if data.group is not None:
+        tensors["group"] = torch.from_numpy(data.group)
+    if data.dense is not None:
+        tensors["dense"] = torch.from_numpy(data.dense)
     return {k: v.to(device) for k, v in tensors.items()}
+
+
+def distributed_context() -> tuple[int, int]:
+    """(world size, rank): under `torchrun`, joins the process group once (NCCL on CUDA,
+    gloo on CPU); otherwise (1, 0)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def pick_distributed_device(requested: str = "auto") -> torch.device:
+    """Under torchrun with CUDA, each process takes the GPU of its LOCAL_RANK."""
+    import os
+
+    device = pick_device(requested)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+class _WithLoss(nn.Module):
+    """The training objective as one module, so DDP sees the whole forward (a model's own
+    `training_loss`, as ChoirRec's distillation term, included)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor], label: torch.Tensor):
+        if hasattr(self.model, "training_loss"):
+            return self.model.training_loss(batch, label)
+        logits = self.model(batch)
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), label), logits
 
 
 def _slice(tensors: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -102,15 +147,28 @@ def train(
     """Adam with gradient clipping; with `valid`: AUC per epoch, learning rate cut on a
     plateau, early stopping after `patience` epochs without gain (best weights restored);
     with `checkpoint_dir`: a checkpoint per epoch, and a rerun resumes after the last one.
-    bf16 autocast on CUDA."""
+    bf16 autocast on CUDA. Under `torchrun`, DistributedDataParallel: every rank draws the same
+    permutation and takes its own stride of it, so ranks step in lockstep on disjoint rows;
+    validation runs on every rank alike (same weights, same decisions), rank 0 writes."""
     torch.manual_seed(seed)
     model.to(device).train()
+    world, rank = distributed_context()
+    step_module: nn.Module = _WithLoss(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_module = DistributedDataParallel(
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+        batch_size = max(1, batch_size // world)
+        progress = progress and rank == 0
     tensors = to_tensors(data, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=lr_plateau_factor, patience=0
     )
-    loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator(device="cpu").manual_seed(seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     n = len(data)
@@ -132,9 +190,12 @@ def train(
     stopped = False
     epoch = first_epoch
     for epoch in range(first_epoch, epochs):
-        order = torch.randperm(n, generator=generator).to(device)
+        order = torch.randperm(n, generator=generator)
+        if world > 1:  # equal shares, so every rank runs the same number of steps
+            order = order[: n - n % world][rank::world]
+        order = order.to(device)
         bar = tqdm(
-            range(0, n, batch_size),
+            range(0, len(order), batch_size),
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=not progress,
             mininterval=2.0,
@@ -142,8 +203,7 @@ def train(
         for lo in bar:
             batch = _slice(tensors, order[lo : lo + batch_size])
             with autocast:
-                logits = model(batch)
-            loss = loss_fn(logits.float(), batch[label])
+                loss, logits = step_module(batch, batch[label])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -161,7 +221,7 @@ def train(
                 best = (score, epoch + 1, weights)
             elif patience is not None and epoch + 1 - best[1] >= patience:
                 stopped = True
-        if last is not None:
+        if last is not None and rank == 0:
             _save_state(
                 last,
                 {

@@ -1,0 +1,1 @@
+"""ChoirRec semantic user groups: profile inputs, LLM labelling, RQ-KMeans codes, group priors."""

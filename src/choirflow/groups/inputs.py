@@ -1,0 +1,171 @@
+"""Profile inputs per user, built in Spark (ChoirRec §4.2.1, adapted to clicks and purchases).
+
+silver.user_category_daily keeps one day's per-user, per-category counts, so the 7/30/365-day
+summaries read a compact table instead of a year of raw behaviours. A price tier says where the
+items a user bought into sit inside their own category's price range (low/mid/high).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from choirflow import tables
+from choirflow.config import Settings
+from choirflow.features.activity import day_offset
+
+WINDOW_NAMES = ("short_term", "medium_term", "long_term")
+
+
+def item_price_percentiles(spark: SparkSession, settings: Settings) -> DataFrame:
+    """item_id, category, title, price_pct: an item's price rank within its category (0..1)."""
+    items = tables.read(spark, tables.BRONZE_ITEMS, settings)
+    by_category = Window.partitionBy("category_path").orderBy("price")
+    return items.select(
+        "item_id",
+        F.col("category_path").alias("category"),
+        "title",
+        F.percent_rank().over(by_category).alias("price_pct"),
+    )
+
+
+def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) -> int:
+    """silver.user_category_daily[dt] from silver.behaviors[dt]: incremental, one day at a time."""
+    behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt)
+    prices = item_price_percentiles(spark, settings).select("item_id", "price_pct")
+
+    def count(kind: str) -> F.Column:
+        return F.sum(F.when(F.col("behavior_type") == kind, 1).otherwise(0)).cast("long")
+
+    daily = (
+        behaviors.join(prices, "item_id", "left")
+        .groupBy("user_id", "category")
+        .agg(
+            count("click").alias("clicks"),
+            count("conversion").alias("purchases"),
+            F.sum(F.coalesce("price_pct", F.lit(0.5))).alias("price_pct_sum"),
+            F.count(F.lit(1)).cast("long").alias("behaviors"),
+        )
+        .withColumn("dt", F.lit(dt))
+    )  # fmt: skip
+    tables.replace_partition(daily, tables.SILVER_USER_CATEGORY_DAILY, settings, f"dt = '{dt}'")
+    return (
+        tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
+        .where(F.col("dt") == dt)
+        .count()
+    )
+
+
+def _price_tier(pct: Column) -> Column:
+    return F.when(pct < 1 / 3, "low").when(pct < 2 / 3, "mid").otherwise("high")
+
+
+def window_summary(
+    spark: SparkSession, settings: Settings, dt: str, days: int, users: DataFrame, name: str
+) -> DataFrame:
+    """user_id, <name>: top categories over the `days` ending with dt, strongest first."""
+    top_n = settings.groups.top_categories
+    daily = tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings).where(
+        (F.col("dt") > day_offset(dt, -days)) & (F.col("dt") <= dt)
+    )
+    sums = (
+        daily.join(users, "user_id", "left_semi")
+        .groupBy("user_id", "category")
+        .agg(
+            F.sum("clicks").alias("clicks"),
+            F.sum("purchases").alias("purchases"),
+            (F.sum("price_pct_sum") / F.sum("behaviors")).alias("price_pct"),
+        )
+    )
+    ranked = sums.withColumn(
+        "rank",
+        F.row_number().over(
+            Window.partitionBy("user_id").orderBy(
+                F.desc("purchases"), F.desc("clicks"), F.asc("category")
+            )
+        ),
+    ).where(F.col("rank") <= top_n)
+    entry = F.struct(
+        F.col("rank"),
+        F.col("category"),
+        F.col("clicks"),
+        F.col("purchases"),
+        _price_tier(F.col("price_pct")).alias("price_tier"),
+    )
+    return ranked.groupBy("user_id").agg(
+        F.transform(F.array_sort(F.collect_list(entry)), lambda e: e.dropFields("rank")).alias(name)
+    )
+
+
+def recent_titles(spark: SparkSession, settings: Settings, dt: str, users: DataFrame) -> DataFrame:
+    """user_id, recent_titles: titles of the last few clicked items (from sequence_state[dt])."""
+    k = settings.groups.recent_titles
+    if k == 0 or not tables.exists(spark, tables.SILVER_SEQUENCE_STATE, settings):
+        return users.select("user_id").withColumn("recent_titles", F.array().cast("array<string>"))
+    state = tables.read(spark, tables.SILVER_SEQUENCE_STATE, settings).where(F.col("dt") == dt)
+    titles = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "title")
+    last = (
+        state.join(users, "user_id", "left_semi")
+        .select("user_id", F.posexplode(F.reverse(F.slice("seq", -k, k))).alias("pos", "e"))
+        .select("user_id", "pos", F.col("e.item_id").alias("item_id"))
+        .join(titles, "item_id", "left")
+        .where(F.col("title").isNotNull())
+    )
+    return last.groupBy("user_id").agg(
+        F.transform(
+            F.array_sort(F.collect_list(F.struct("pos", F.substring("title", 1, 80).alias("t")))),
+            lambda e: e["t"],
+        ).alias("recent_titles")
+    )
+
+
+def target_users(spark: SparkSession, settings: Settings, dt: str, everyone: bool) -> DataFrame:
+    """Users whose inputs may have changed: active on dt, or without a profile yet."""
+    users = tables.read(spark, tables.BRONZE_USERS, settings).select("user_id")
+    if everyone or not tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
+        return users
+    active = (
+        tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
+        .where(F.col("dt") == dt)
+        .select("user_id")
+        .distinct()
+    )
+    profiled = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select("user_id")
+    return active.unionByName(users.join(profiled, "user_id", "left_anti")).distinct()
+
+
+def build_profile_inputs(
+    spark: SparkSession, settings: Settings, dt: str, everyone: bool = False
+) -> DataFrame:
+    """user_id, input_json (coarse attributes, three window summaries, recent titles: no
+    identifier) and activity_30d for budget priority."""
+    users = target_users(spark, settings, dt, everyone)
+    attributes = tables.read(spark, tables.BRONZE_USERS, settings).select(
+        "user_id", "age_band", "gender", "city_tier"
+    )
+    frame = users.join(attributes, "user_id", "left")
+    for name, days in zip(WINDOW_NAMES, settings.groups.windows_days, strict=True):
+        frame = frame.join(
+            window_summary(spark, settings, dt, days, users, name), "user_id", "left"
+        )
+    frame = frame.join(recent_titles(spark, settings, dt, users), "user_id", "left")
+    empty = F.array().cast(
+        "array<struct<category:string,clicks:bigint,purchases:bigint,price_tier:string>>"
+    )
+    payload = F.struct(
+        "age_band",
+        "city_tier",
+        "gender",
+        F.coalesce("long_term", empty).alias("long_term"),
+        F.coalesce("medium_term", empty).alias("medium_term"),
+        F.coalesce(F.col("recent_titles"), F.array().cast("array<string>")).alias("recent_titles"),
+        F.coalesce("short_term", empty).alias("short_term"),
+    )
+    activity = F.aggregate(
+        F.coalesce("medium_term", empty), F.lit(0).cast("long"), lambda acc, e: acc + e["clicks"]
+    )
+    return frame.select(
+        "user_id",
+        F.to_json(payload, {"ignoreNullFields": "false"}).alias("input_json"),
+        activity.alias("activity_30d"),
+    )

@@ -1,0 +1,196 @@
+"""The labelling job: profile inputs -> silver.user_profiles, within an LLM-call budget.
+
+A profile is cached by (input fingerprint, prompt version, model): a rerun with unchanged
+inputs makes no call. Users beyond the budget, and users whose call failed, get a template
+profile written from the same inputs; the `source` column says which, and a failure is kept
+(`llm_error`, `llm_failures`) so the next run tries again. Calls run on Spark executors, one
+backend (one loaded model) per executor process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from choirflow import tables
+from choirflow.config import Settings
+from choirflow.groups.backends import backend_for, model_id
+from choirflow.groups.inputs import build_profile_inputs
+from choirflow.groups.profile import PROMPT_VERSION, fingerprint, template_profile
+
+PROFILE_SCHEMA_DDL = (
+    "user_id string, input_fingerprint string, input_json string, prompt_version string, "
+    "model string, source string, profile_json string, profile_text string, "
+    "llm_fingerprint string, llm_error string, llm_failures int, completion_tokens int, "
+    "llm_seconds double, updated_dt string"
+)
+
+
+def _label_partition(settings: Settings, dt: str):
+    """mapInPandas body: rows flagged `call` go to the LLM, every row gets a profile."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            inputs = [json.loads(s) for s in batch["input_json"]]
+            calls = batch["call"].to_numpy(dtype=bool)
+            outcomes: dict[int, Any] = {}
+            if calls.any():
+                backend = backend_for(settings)
+                picked = [i for i in range(len(batch)) if calls[i]]
+                for i, outcome in zip(
+                    picked, backend.label([inputs[i] for i in picked]), strict=True
+                ):
+                    outcomes[i] = outcome
+            rows = []
+            for i, row in enumerate(batch.itertuples(index=False)):
+                outcome = outcomes.get(i)
+                ok = outcome is not None and outcome.profile is not None
+                profile = outcome.profile if ok else template_profile(inputs[i])
+                failed = outcome is not None and not ok
+                rows.append(
+                    {
+                        "user_id": row.user_id,
+                        "input_fingerprint": row.input_fingerprint,
+                        "input_json": row.input_json,
+                        "prompt_version": PROMPT_VERSION,
+                        "model": row.model,
+                        "source": "llm" if ok else "template",
+                        "profile_json": profile.model_dump_json(),
+                        "profile_text": profile.text(),
+                        "llm_fingerprint": row.input_fingerprint if ok else None,
+                        "llm_error": outcome.error if failed else None,
+                        "llm_failures": int(row.llm_failures) + (1 if failed else 0),
+                        "completion_tokens": outcome.completion_tokens if outcome else 0,
+                        "llm_seconds": float(outcome.seconds) if outcome else 0.0,
+                        "updated_dt": dt,
+                    }
+                )
+            yield pd.DataFrame(rows)
+
+    return run
+
+
+def _fingerprinted(inputs: DataFrame) -> DataFrame:
+    @F.udf("string")
+    def fp(input_json: str) -> str:
+        return fingerprint(json.loads(input_json))
+
+    return inputs.withColumn("input_fingerprint", fp("input_json"))
+
+
+def label_profiles(
+    spark: SparkSession, settings: Settings, dt: str, everyone: bool = False
+) -> dict[str, Any]:
+    """Write silver.user_profiles for users whose inputs changed (all users with `everyone`).
+
+    Returns the run's accounting, also stored in silver.profile_runs[dt]."""
+    start = time.perf_counter()
+    cfg = settings.groups
+    model = model_id(settings)
+    inputs = _fingerprinted(build_profile_inputs(spark, settings, dt, everyone))
+    if tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
+        previous = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select(
+            "user_id",
+            F.col("input_fingerprint").alias("prev_fingerprint"),
+            F.col("llm_fingerprint").alias("prev_llm_fingerprint"),
+            F.col("prompt_version").alias("prev_prompt_version"),
+            F.col("model").alias("prev_model"),
+            F.col("source").alias("prev_source"),
+            "llm_failures",
+        )
+    else:
+        previous = spark.createDataFrame(
+            [],
+            "user_id string, prev_fingerprint string, prev_llm_fingerprint string, "
+            "prev_prompt_version string, prev_model string, prev_source string, llm_failures int",
+        )
+    joined = inputs.join(previous, "user_id", "left").withColumn(
+        "llm_failures", F.coalesce("llm_failures", F.lit(0))
+    )
+    cached_llm = (
+        (F.col("prev_source") == "llm")
+        & (F.col("prev_llm_fingerprint") == F.col("input_fingerprint"))
+        & (F.col("prev_prompt_version") == PROMPT_VERSION)
+        & (F.col("prev_model") == model)
+    )
+    unchanged_template = (
+        (F.col("prev_source") == "template")
+        & (F.col("prev_fingerprint") == F.col("input_fingerprint"))
+        & (F.col("prev_prompt_version") == PROMPT_VERSION)
+    )
+    # Materialised now: the MERGE below changes what these rows were computed from, and an
+    # LLM call must never run twice because Spark recomputed a lost partition.
+    classified = joined.withColumn(
+        "state",
+        F.when(cached_llm, "cache_hit")
+        .when(unchanged_template, "template_current")
+        .otherwise("new"),
+    ).localCheckpoint(eager=True)
+    counts = {r["state"]: r["count"] for r in classified.groupBy("state").count().collect()}
+    # The budget goes to users with no LLM profile for their current inputs: fewest failures
+    # first, then the most active (their profiles carry the most signal into the groups).
+    wanting = classified.where(F.col("state") != "cache_hit")
+    budget = cfg.llm_budget if cfg.backend != "template" else 0
+    chosen = (
+        wanting.orderBy(F.asc("llm_failures"), F.desc("activity_30d"), F.asc("user_id"))
+        .limit(budget)
+        .select("user_id", F.lit(True).alias("call"))
+    )
+    current_chosen = classified.where(F.col("state") == "template_current").join(
+        chosen, "user_id", "left_semi"
+    )
+    work = (
+        classified.where(F.col("state") == "new")
+        .unionByName(current_chosen)
+        .join(chosen, "user_id", "left")
+        .withColumn("call", F.coalesce("call", F.lit(False)))
+        .withColumn("model", F.when(F.col("call"), F.lit(model)).otherwise(F.lit("template")))
+        .select("user_id", "input_fingerprint", "input_json", "model", "llm_failures", "call")
+    )  # fmt: skip
+    n_calls = work.where("call").count()
+    partitions = max(1, min(n_calls, spark.sparkContext.defaultParallelism))
+    labelled = (
+        work.repartition(partitions, "user_id")
+        .mapInPandas(_label_partition(settings, dt), PROFILE_SCHEMA_DDL)
+        .localCheckpoint(eager=True)
+    )
+    written = labelled.count()
+    if written:
+        tables.merge_upsert(spark, labelled, tables.SILVER_USER_PROFILES, settings)
+    stats_row = labelled.agg(
+        F.sum(F.when(F.col("model") != "template", 1).otherwise(0)).alias("calls"),
+        F.sum(F.when(F.col("source") == "llm", 1).otherwise(0)).alias("llm_profiles"),
+        F.sum(F.when(F.col("llm_error").isNotNull(), 1).otherwise(0)).alias("failures"),
+        F.sum("completion_tokens").alias("completion_tokens"),
+        F.sum("llm_seconds").alias("llm_seconds"),
+    ).first()
+    calls = int(stats_row["calls"] or 0)
+    llm_seconds = float(stats_row["llm_seconds"] or 0.0)
+    tokens = int(stats_row["completion_tokens"] or 0)
+    stats = {
+        "dt": dt,
+        "model": model,
+        "prompt_version": PROMPT_VERSION,
+        "users_considered": int(sum(counts.values())),
+        "cache_hits": int(counts.get("cache_hit", 0)),
+        "calls": calls,
+        "llm_profiles": int(stats_row["llm_profiles"] or 0),
+        "failures": int(stats_row["failures"] or 0),
+        "template_profiles": int(written - (stats_row["llm_profiles"] or 0)),
+        "completion_tokens": tokens,
+        "tokens_per_second": round(tokens / llm_seconds, 2) if llm_seconds else 0.0,
+        "users_per_second": round(calls / llm_seconds, 3) if llm_seconds else 0.0,
+        "seconds": round(time.perf_counter() - start, 2),
+    }  # fmt: skip
+    tables.replace_partition(
+        spark.createDataFrame([stats]), tables.SILVER_PROFILE_RUNS, settings, f"dt = '{dt}'"
+    )
+    shown = ("users_considered", "cache_hits", "calls", "failures", "template_profiles")
+    print(f"[profiles dt={dt}] " + " ".join(f"{k}={stats[k]}" for k in shown), flush=True)
+    return stats
