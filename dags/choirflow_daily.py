@@ -15,12 +15,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 DAY = "{{ params.day or data_interval_start.strftime('%Y-%m-%d') }}"
 TRAIN_QUEUE = os.environ.get("CHOIRFLOW_TRAIN_QUEUE", "default")
 TRAIN_POOL = os.environ.get("CHOIRFLOW_TRAIN_POOL", "default_pool")
+
+
+# One Asset per warehouse table (tests check this list against choirflow.tables.ALL_TABLES);
+# each daily run's event carries the table's Delta version and row count.
+TABLES = (
+    "bronze.events", "bronze.items", "bronze.users", "bronze.quarantine", "bronze.ingest_runs",
+    "silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
+    "silver.sequence_state", "silver.user_features", "silver.item_embeddings",
+    "silver.item_embedding_projections", "silver.user_category_daily", "silver.user_profiles",
+    "silver.profile_runs", "silver.group_codebooks", "silver.user_groups", "silver.group_priors",
+    "gold.samples", "gold.metrics", "gold.promotions", "quality.results", "quality.monitoring",
+)  # fmt: skip
+ASSETS = {
+    name: Asset(name=f"choirflow.{name}", uri=f"choirflow://warehouse/{name.replace('.', '/')}")
+    for name in TABLES
+}
 
 
 def _delta_jars() -> str:
@@ -95,8 +111,8 @@ def choirflow_daily():
     item_embeddings = _spark_step("item_embeddings", "features.py", "--steps", "item_embeddings")
     user_features = _spark_step("user_features", "features.py", "--steps", "user_features")
     samples = _spark_step("samples", "features.py", "--steps", "samples")
-    # Budgeted LLM labelling of changed users, RQ-KMeans codes, group priors (read by the
-    # next day's samples, so training does not wait for it).
+    # Budgeted LLM labelling of changed users, RQ-KMeans codes, group priors; the samples of
+    # a day read the groups as of the day before (point in time).
     user_groups = _spark_step("user_groups", "groups.py")
     gold_gate = _spark_step("gold_quality_gate", "quality_gate.py", "--stage", "gold")
 
@@ -118,18 +134,30 @@ def choirflow_daily():
 
         return pipeline.report(_day(params, data_interval_start))
 
+    @task(outlets=list(ASSETS.values()))
+    def publish_assets(report_path: str, params=None, data_interval_start=None, outlet_events=None):
+        """An asset event per table: its Delta version and row count, for lineage and for DAGs
+        scheduled on the tables."""
+        from choirflow import pipeline
+
+        snapshots = pipeline.table_snapshots(_day(params, data_interval_start))
+        for name, asset in ASSETS.items():
+            if name in snapshots:
+                outlet_events[asset].extra = snapshots[name]
+        return {name: s["delta_version"] for name, s in snapshots.items()}
+
     trained = train_and_evaluate()
     (
         ingest
         >> bronze_gate
         >> behaviors
         >> [item_embeddings, user_features]
+        >> user_groups
         >> samples
         >> gold_gate
         >> trained
     )
-    samples >> user_groups
-    report(promote(trained))
+    publish_assets(report(promote(trained)))
 
 
 choirflow_daily()

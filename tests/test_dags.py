@@ -41,9 +41,7 @@ def test_daily_schedule_is_a_utc_data_interval(dagbag):
     order = [t.task_id for t in dag.topological_sort()]
     assert order[0] == "ingest"
     assert order.index("train_and_evaluate") < order.index("promote") < order.index("report")
-    # Groups of day D feed the samples of D+1: built after the samples, training does not wait.
-    assert order.index("samples") < order.index("user_groups")
-    assert "user_groups" not in dag.get_task("train_and_evaluate").upstream_task_ids
+    assert order.index("user_features") < order.index("user_groups") < order.index("samples")
     # Quality gates sit before training: bronze after ingest, gold after the samples.
     assert order.index("bronze_quality_gate") < order.index("behaviors")
     assert (
@@ -84,6 +82,35 @@ def test_dag_test_runs_the_daily_chain(dagbag, built, spark, settings, days):
     assert samples.count() > 1000
     groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == days[3])
     assert groups.count() == tables.read(spark, tables.BRONZE_USERS, settings).count()
+    # One asset event per table, carrying its Delta version and the day's row count.
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetModel.uri, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == run.run_id)
+            .all()
+        )
+    extras = {uri: extra for uri, extra in events}
+    sample_event = extras["choirflow://warehouse/gold/samples"]
+    assert sample_event["rows"] == samples.count()
+    assert sample_event["delta_version"] == tables.version(spark, tables.GOLD_SAMPLES, settings)
+    existing = {
+        f"choirflow://warehouse/{t.layer}/{t.name}"
+        for t in tables.ALL_TABLES
+        if tables.exists(spark, t, settings)
+    }
+    assert set(extras) == existing
+
+
+def test_one_asset_per_warehouse_table(dagbag):
+    from choirflow import tables
+
+    task = dagbag.dags["choirflow_daily"].get_task("publish_assets")
+    uris = {a.uri for a in task.outlets}
+    assert uris == {f"choirflow://warehouse/{t.layer}/{t.name}" for t in tables.ALL_TABLES}
 
 
 def test_groups_refresh_fits_a_new_codebook_and_recodes_everyone(
@@ -150,3 +177,29 @@ def test_backfill_dag_over_three_days_equals_three_daily_runs(
 
     for table in (tables.GOLD_SAMPLES, tables.SILVER_BEHAVIORS, tables.SILVER_USER_FEATURES):
         assert checksum(fresh, table) == checksum(settings, table), table.full_name
+
+
+def test_airflow_backfill_create_plans_one_daily_run_per_day(dagbag, airflow_db):
+    """`airflow backfill create` on choirflow_daily: logical date D covers the interval
+    [D, D+1), so the runs it plans process exactly the days asked for."""
+    import os
+    import subprocess
+    import sys
+
+    airflow = str(Path(sys.executable).parent / "airflow")
+    env = os.environ.copy()
+    subprocess.run([airflow, "dags", "reserialize"], env=env, capture_output=True, check=True)
+    result = subprocess.run(
+        [airflow, "backfill", "create", "--dag-id", "choirflow_daily", "--from-date",
+         "2026-11-20", "--to-date", "2026-11-22", "--dry-run"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = [d for d in ("2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")
+               if f"{d} 00:00:00+00:00" in result.stdout]  # fmt: skip
+    assert planned == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    timetable = dagbag.dags["choirflow_daily"].timetable
+    for day in planned:
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        interval = timetable.infer_manual_data_interval(run_after=start + timedelta(days=1))
+        assert interval.start == start and interval.end == start + timedelta(days=1)

@@ -254,7 +254,9 @@ def test_labelling_caches_records_failures_and_retries_them(spark, warehouse_cop
         fourth = label_profiles(spark, _with_groups(warehouse_copy, **cfg), dt, everyone=True)
         assert fourth["calls"] == 7 and fourth["template_profiles"] == len(profiles) - 7
     runs = tables.read(spark, tables.SILVER_PROFILE_RUNS, warehouse_copy).toPandas()
-    assert runs["calls"].tolist() == [7]  # one accounting row per day, rerun replaces it
+    assert runs.loc[runs["dt"] == dt, "calls"].tolist() == [
+        7
+    ]  # one accounting row per day, rerun replaces it
 
 
 @pytest.mark.spark

@@ -64,8 +64,8 @@ def quality_gate(stage: str, dt: str, settings: Settings | None = None) -> list[
     return {"bronze": bronze_gate, "gold": gold_gate}[stage](spark, settings, dt)
 
 
-# Samples of day D read the groups of D-1, so the groups of D are built after them.
-FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples", "groups")
+# Samples of day D read the groups as of D-1 (point in time), the groups of D come first.
+FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "groups", "samples")
 
 
 def monitor(dt: str, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -93,10 +93,10 @@ def build_features(
         out["silver.item_embeddings"] = build_item_embeddings(spark, settings, dt)["embedded"]
     if "user_features" in steps:
         build_user_features(spark, settings, dt)
-    if "samples" in steps:
-        out["gold.samples"] = build_samples(spark, settings, dt)
     if "groups" in steps:
         out.update(build_groups(dt, settings))
+    if "samples" in steps:
+        out["gold.samples"] = build_samples(spark, settings, dt)
     print(f"[features dt={dt}] " + " ".join(f"{k}={v}" for k, v in out.items()), flush=True)
     return out
 
@@ -121,6 +121,27 @@ def build_groups(
         "silver.user_groups": groups["users"],
         "silver.group_priors": groups["priors"],
     }
+
+
+def table_snapshots(dt: str, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Per warehouse table: its Delta version and row count (of partition dt where the table is
+    partitioned by day): the extras of the Airflow Asset events choirflow_daily emits."""
+    spark, settings = _context(settings)
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables.ALL_TABLES:
+        version = tables.version(spark, table, settings)
+        if version is None:
+            continue
+        df = tables.read(spark, table, settings, version=version)
+        by_day = "dt" in table.partition_by
+        rows = (df.where(F.col("dt") == dt) if by_day else df).count()
+        out[table.full_name] = {
+            "delta_version": version,
+            "rows": int(rows),
+            "partition": f"dt={dt}" if by_day else "all",
+            "path": table.path(settings),
+        }
+    return out
 
 
 def load_samples(

@@ -98,18 +98,22 @@ def window_summary(
 
 
 def recent_titles(spark: SparkSession, settings: Settings, dt: str, users: DataFrame) -> DataFrame:
-    """user_id, recent_titles: titles of the last few clicked items (from sequence_state[dt])."""
+    """user_id, recent_titles: titles of the last few items clicked in the 30 days up to dt."""
     k = settings.groups.recent_titles
-    if k == 0 or not tables.exists(spark, tables.SILVER_SEQUENCE_STATE, settings):
+    if k == 0:
         return users.select("user_id").withColumn("recent_titles", F.array().cast("array<string>"))
-    state = tables.read(spark, tables.SILVER_SEQUENCE_STATE, settings).where(F.col("dt") == dt)
+    clicks = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(
+        (F.col("dt") > day_offset(dt, -30))
+        & (F.col("dt") <= dt)
+        & (F.col("behavior_type") == "click")
+    )
     titles = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "title")
+    newest_first = Window.partitionBy("user_id").orderBy(F.desc("event_time"), F.desc("event_id"))
     last = (
-        state.join(users, "user_id", "left_semi")
-        .select("user_id", F.posexplode(F.reverse(F.slice("seq", -k, k))).alias("pos", "e"))
-        .select("user_id", "pos", F.col("e.item_id").alias("item_id"))
-        .join(titles, "item_id", "left")
-        .where(F.col("title").isNotNull())
+        clicks.join(users, "user_id", "left_semi")
+        .withColumn("pos", F.row_number().over(newest_first))
+        .where(F.col("pos") <= k)
+        .join(titles, "item_id", "inner")
     )
     return last.groupBy("user_id").agg(
         F.transform(
