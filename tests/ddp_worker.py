@@ -11,12 +11,18 @@ sys.path.insert(0, str(ROOT))
 
 from choirflow.models import build_model  # noqa: E402
 from choirflow.train.data import Vocabulary, encode  # noqa: E402
-from choirflow.train.loop import distributed_context, load_model_config, train  # noqa: E402
+from choirflow.train.loop import (  # noqa: E402
+    distributed_context,
+    load_model_config,
+    pick_distributed_device,
+    train,
+)
 from tests.test_models import _toy_frame  # noqa: E402
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     name = sys.argv[2]
+    device = pick_distributed_device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
     frame = _toy_frame(800)
     vocab = Vocabulary.fit(frame)
     data = encode(frame, vocab, 5)
@@ -24,9 +30,14 @@ if __name__ == "__main__":
     cfg = load_model_config(f"{name}_test")
     model = build_model(name, {k: vocab.size(k) for k in vocab.values}, **cfg.params)
     result = train(model, data, epochs=3, batch_size=64, learning_rate=0.01, seed=3,
-                   device=torch.device("cpu"), progress=False)  # fmt: skip
-    world, rank = distributed_context()
+                   device=device, progress=False)  # fmt: skip
+    world, rank = distributed_context(device)
     torch.save(
-        {"state": model.state_dict(), "losses": result.losses, "world": world},
+        {
+            "state": model.state_dict(),
+            "losses": result.losses,
+            "world": world,
+            "device": str(device),
+        },
         out / f"rank{rank}.pt",
     )

@@ -54,9 +54,9 @@ def to_tensors(data: EncodedSamples, device: torch.device) -> dict[str, torch.Te
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def distributed_context() -> tuple[int, int]:
-    """(world size, rank): under `torchrun`, joins the process group once (NCCL on CUDA,
-    gloo on CPU); otherwise (1, 0)."""
+def distributed_context(device: torch.device | None = None) -> tuple[int, int]:
+    """(world size, rank): under `torchrun`, joins the process group once (NCCL when training
+    on CUDA, gloo on the CPU); otherwise (1, 0)."""
     import os
 
     import torch.distributed as dist
@@ -65,7 +65,10 @@ def distributed_context() -> tuple[int, int]:
     if world <= 1:
         return 1, 0
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = device is not None and device.type == "cuda"
+        # CHOIRFLOW_DDP_BACKEND=gloo lets several ranks share one GPU (NCCL refuses that).
+        backend = os.environ.get("CHOIRFLOW_DDP_BACKEND") or ("nccl" if on_cuda else "gloo")
+        dist.init_process_group(backend)
     return dist.get_world_size(), dist.get_rank()
 
 
@@ -75,7 +78,7 @@ def pick_distributed_device(requested: str = "auto") -> torch.device:
 
     device = pick_device(requested)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         torch.cuda.set_device(device)
     return device
 
@@ -152,7 +155,7 @@ def train(
     validation runs on every rank alike (same weights, same decisions), rank 0 writes."""
     torch.manual_seed(seed)
     model.to(device).train()
-    world, rank = distributed_context()
+    world, rank = distributed_context(device)
     step_module: nn.Module = _WithLoss(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
