@@ -70,6 +70,7 @@ def test_movielens_100k_runs_through_the_whole_pipeline(spark, tmp_path):
             "CHOIRFLOW__PATHS__WAREHOUSE": str(tmp_path / "wh"),
             "CHOIRFLOW__PATHS__MODELS": str(tmp_path / "models"),
             "CHOIRFLOW__PATHS__JARS": load_settings().jars_dir,
+            "CHOIRFLOW__GROUPS__BACKEND": "template",  # LLM backends: tests/test_groups.py
         }
     )
     results = pipeline.run_range(counts["first_day"], counts["last_day"], settings)

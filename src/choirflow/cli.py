@@ -151,9 +151,15 @@ def demo(
     airflow_days: Annotated[
         int, typer.Option(help="last N days via `airflow dags test` (0 = all); earlier in-process")
     ] = 1,
+    llm_budget: Annotated[
+        int, typer.Option(help="LLM-written profiles per day (the rest: template profiles)")
+    ] = 3,
 ) -> None:
     """Generate the demo world; run its days, the last ones through Airflow's `choirflow_daily`."""
     from choirflow.config import load_settings
+
+    # A small daily budget keeps the demo short on a CPU; Airflow's subprocess inherits it.
+    os.environ.setdefault("CHOIRFLOW__GROUPS__LLM_BUDGET", str(llm_budget))
     from choirflow.synth.world import generate_world, write_world
     from choirflow.synth.world import preset as make_preset
 
@@ -192,7 +198,8 @@ def demo(
         with log.open("w") as handle:
             proc = subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
         for line in log.read_text().splitlines():
-            if line.startswith(("[ingest", "[features", "[train")) or "DagRun Finished" in line:
+            shown = ("[ingest", "[features", "[profiles", "[groups", "[train")
+            if line.startswith(shown) or "DagRun Finished" in line:
                 typer.echo("    " + line[:220])
         if proc.returncode != 0:
             typer.echo(f"airflow dags test failed; full log: {log}", err=True)

@@ -57,7 +57,10 @@ def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) 
 
 
 def _price_tier(pct: Column) -> Column:
-    return F.when(pct < 1 / 3, "low").when(pct < 2 / 3, "mid").otherwise("high")
+    """Thirds of the category's price range; rounded first, so a mean that sits on a boundary
+    gets the same tier whatever order the sums were added in."""
+    pct = F.round(pct, 6)
+    return F.when(pct < round(1 / 3, 6), "low").when(pct < round(2 / 3, 6), "mid").otherwise("high")
 
 
 def window_summary(

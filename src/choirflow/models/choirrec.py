@@ -101,6 +101,7 @@ class ChoirRec(nn.Module):
         distill_direction: str = "individual_to_group",
         activity_threshold: float = 2.0,
         confidence_threshold: float = 0.1,
+        channel_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if distill_direction not in ("individual_to_group", "group_to_individual"):
@@ -130,6 +131,7 @@ class ChoirRec(nn.Module):
         self.distill_direction = distill_direction
         self.activity_threshold = activity_threshold
         self.confidence_threshold = confidence_threshold
+        self.channel_loss_weight = channel_loss_weight
 
     def _individual_input(self, batch: Batch) -> torch.Tensor:
         fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
@@ -180,9 +182,16 @@ class ChoirRec(nn.Module):
         return self.parts(batch)["logit"]
 
     def training_loss(self, batch: Batch, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """BCE + lambda * gated, reliability-weighted squared gap between channel predictions."""
+        """BCE of the fused logit + lambda * gated, reliability-weighted squared gap between the
+        channel predictions + (optionally) each channel's own BCE, so that a channel the fusion
+        weight turns down still learns (the auxiliary losses of the earlier re-implementation)."""
         p = self.parts(batch)
         loss = F.binary_cross_entropy_with_logits(p["logit"].float(), label)
+        if self.channel_loss_weight:
+            loss = loss + self.channel_loss_weight * (
+                F.binary_cross_entropy_with_logits(p["individual"].float(), label)
+                + F.binary_cross_entropy_with_logits(p["group"].float(), label)
+            )
         p_ind = torch.sigmoid(p["individual"].float())
         p_grp = torch.sigmoid(p["group"].float())
         clicks_30d = torch.expm1(batch["dense"][:, DENSE_FIELDS.index("clicks_30d")])
