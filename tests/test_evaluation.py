@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
@@ -76,6 +77,7 @@ def test_training_is_tracked_and_registered(built, settings, days):
 @pytest.mark.spark
 def test_promotion_is_recorded(built, spark, settings, days):
     decisions = tables.read(spark, tables.GOLD_PROMOTIONS, settings).toPandas()
+    decisions = decisions[decisions.challenger_model == "din"]
     assert set(decisions.dt) >= {days[1], days[2]}
     first = decisions[decisions.dt == days[1]].iloc[0]
     assert first.promoted and "no champion yet" in first.reasons
@@ -130,3 +132,25 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.spark
+def test_cvr_trains_on_clicks_with_its_own_registry(built, spark, settings, days):
+    from choirflow.evaluate import tracking
+
+    cvr = settings.model_copy(
+        update={"train": settings.train.model_copy(update={"task": "cvr", "model": "din_test"})}
+    )
+    result = pipeline.train_and_evaluate(days[2], cvr)
+    assert result["status"] == "trained" and result["model"] == "din_test-cvr"
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[2])
+    clicked = samples.where("click = 1").count()
+    metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
+    row = metrics.where("model = 'din_test-cvr' AND slice = 'all' AND metric = 'auc'").first()
+    assert row is not None and 0 < row.value < 1
+    predictions = pd.read_parquet(Path(result["checkpoint"]).parent / "eval_predictions.parquet")
+    assert len(predictions) == clicked  # evaluated on clicked impressions, label = conversion
+    decision = pipeline.promote(days[2], result, cvr)
+    assert decision["promoted"]  # the first CVR model: no CVR champion yet
+    assert tracking.champion(pipeline.with_task_registry(cvr))["version"] == result["model_version"]
+    assert tracking.champion(settings)["version"] != result["model_version"]  # CTR untouched

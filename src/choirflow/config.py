@@ -60,6 +60,8 @@ class FeatureSettings(_Section):
 
 class TrainSettings(_Section):
     model: str = "din"
+    # ctr: click on every impression; cvr: conversion on clicked impressions (post-click).
+    task: str = Field("ctr", pattern="^(ctr|cvr)$")
     train_days: int = Field(7, ge=1)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(512, ge=1)

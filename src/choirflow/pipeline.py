@@ -226,6 +226,7 @@ def fit_and_score(
         device=device,
         valid=valid,
         patience=cfg.patience,
+        label=task_label(cfg.task),
         checkpoint_dir=checkpoint_dir,
         **train_opts,
     )
@@ -253,6 +254,25 @@ def fit_and_score(
     }
 
 
+def task_label(task: str) -> str:
+    return {"ctr": "click", "cvr": "conversion"}[task]
+
+
+def with_task_registry(settings: Settings) -> Settings:
+    """A CVR model has its own registered model (`<registry_model>_cvr`) and champion."""
+    if settings.train.task == "ctr":
+        return settings
+    name = f"{settings.tracking.registry_model}_{settings.train.task}"
+    return settings.model_copy(
+        update={"tracking": settings.tracking.model_copy(update={"registry_model": name})}
+    )
+
+
+def task_rows(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """CVR trains and evaluates on clicked impressions only (post-click conversion)."""
+    return frame[frame["click"] == 1].reset_index(drop=True) if task == "cvr" else frame
+
+
 def train_and_evaluate(
     dt: str, settings: Settings | None = None, model_name: str | None = None
 ) -> dict[str, Any]:
@@ -261,16 +281,20 @@ def train_and_evaluate(
     from choirflow.evaluate import tracking
 
     spark, settings = _context(settings)
+    settings = with_task_registry(settings)
     model_name = model_name or settings.train.model
+    task, label = settings.train.task, task_label(settings.train.task)
     train_days = _train_window(dt, settings.train.train_days)
     train_frame, version = load_samples(spark, settings, train_days)
     eval_frame, _ = load_samples(spark, settings, [dt])
-    if train_frame.empty or eval_frame.empty or train_frame["click"].nunique() < 2:
+    train_frame, eval_frame = task_rows(train_frame, task), task_rows(eval_frame, task)
+    if train_frame.empty or eval_frame.empty or train_frame[label].nunique() < 2:
         reason = f"no training samples before {dt}" if train_frame.empty else "no evaluation rows"
         print(f"[train dt={dt}] skipped: {reason}", flush=True)
         return {"status": "skipped", "reason": reason, "dt": dt}
 
-    out_dir = Path(settings.models_dir) / model_name / dt
+    record_name = model_name if task == "ctr" else f"{model_name}-{task}"
+    out_dir = Path(settings.models_dir) / record_name / dt
     if (out_dir / "model.pt").exists():  # a finished run: start over, not resume
         shutil.rmtree(out_dir / "train_state", ignore_errors=True)
     fit = fit_and_score(
@@ -278,7 +302,8 @@ def train_and_evaluate(
     )
     eval_data, scores = fit["eval_data"], fit["scores"]
     run_id = uuid.uuid4().hex[:12]
-    rows = _metric_rows(model_name, run_id, dt, eval_data.click, scores, eval_data)
+    labels = getattr(eval_data, label)
+    rows = _metric_rows(record_name, run_id, dt, labels, scores, eval_data)
     lineage = {
         "gold.samples": version,
         "silver.item_embeddings": fit["embeddings_version"],
@@ -286,6 +311,7 @@ def train_and_evaluate(
     }
     meta = {
         "model": model_name,
+        "task": task,
         "model_config": fit["model_config"],
         "run_id": run_id,
         "dt": dt,
@@ -305,7 +331,7 @@ def train_and_evaluate(
         {
             "user_id": eval_data.users,
             "activity_bucket": eval_data.activity_bucket,
-            "click": eval_data.click,
+            "click": labels,  # the task's label (conversion for cvr)
             "score": scores,
             "event_id": eval_frame["event_id"].to_numpy(),
         }
@@ -316,7 +342,7 @@ def train_and_evaluate(
     overall = {r["metric"]: r["value"] for r in rows if r["slice"] == "all"}
     tracked = tracking.log_training_run(
         settings,
-        model_name=model_name,
+        model_name=record_name,
         dt=dt,
         params={**fit["params"], **fit["train_opts"], "train_rows": fit["train_rows"]},
         config=meta | {"vocab": None},
@@ -327,7 +353,7 @@ def train_and_evaluate(
     )
     for row in rows:
         row["model_version"] = tracked["model_version"]
-    _write_metrics(spark, settings, rows, dt, model_name)
+    _write_metrics(spark, settings, rows, dt, record_name)
     print(
         f"[train dt={dt}] {model_name} on {fit['train_rows']} rows "
         f"({fit['samples_per_second']:,.0f} samples/s): next-day AUC={overall['auc']:.4f} "
@@ -338,7 +364,7 @@ def train_and_evaluate(
     return {
         "status": "trained",
         "dt": dt,
-        "model": model_name,
+        "model": record_name,
         "run_id": run_id,
         "checkpoint": str(ckpt),
         **tracked,
@@ -399,6 +425,7 @@ def promote(
     from choirflow.evaluate.promotion import decide
 
     spark, settings = _context(settings)
+    settings = with_task_registry(settings)
     if not challenger or challenger.get("status") != "trained":
         return {"status": "skipped", "reason": "no challenger trained for this day", "dt": dt}
     out_dir = Path(challenger["checkpoint"]).parent
@@ -434,7 +461,8 @@ def promote(
     df = spark.createDataFrame([row], PROMOTIONS_SCHEMA).withColumn(
         "decided_at", F.current_timestamp()
     )
-    tables.replace_partition(df, tables.GOLD_PROMOTIONS, settings, f"dt = '{dt}'")
+    where = f"dt = '{dt}' AND challenger_model = '{challenger['model']}'"
+    tables.replace_partition(df, tables.GOLD_PROMOTIONS, settings, where)
     verdict = "promoted" if decision.promote else "kept the champion"
     print(f"[promote dt={dt}] {verdict}: " + "; ".join(decision.reasons), flush=True)
     return {"status": "decided", "promoted": decision.promote, "dt": dt, **decision.as_dict()}
