@@ -85,6 +85,9 @@ def test_profile_parsing_enforces_the_bounded_schema():
         with pytest.raises(ValueError):
             parse_profile(bad)
     assert PROFILE_SCHEMA["properties"]["identity"]["maxLength"] == 160
+    # Raw control characters inside strings (small models emit them) are normalised, not fatal.
+    loose = parse_profile('{"identity": "a\n  b", "interests": ["c\td"], "consumption_style": "e"}')
+    assert loose.identity == "a b" and loose.interests == ["c d"]
 
 
 @pytest.mark.unit

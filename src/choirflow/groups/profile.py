@@ -127,12 +127,24 @@ def build_messages(inputs: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def _one_line(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list):
+        return [_one_line(v) for v in value]
+    return value
+
+
 def parse_profile(text: str) -> SemanticProfile:
     """LLM output -> validated profile; raises ValueError with the reason."""
     try:
-        data = json.loads(text)
+        # strict=False: small models put raw newlines and tabs inside strings; they are data,
+        # normalised below, not a reason to throw the profile away.
+        data = json.loads(text, strict=False)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"invalid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        data = {k: _one_line(v) for k, v in data.items()}
     try:
         return SemanticProfile.model_validate(data)
     except ValidationError as exc:
