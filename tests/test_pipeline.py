@@ -127,3 +127,18 @@ def test_full_recomputation_equals_the_incremental_run(built, spark, settings, d
 def test_backfill_rejects_unknown_steps(settings):
     with pytest.raises(ValueError, match="unknown steps"):
         pipeline.backfill("2026-11-01", "2026-11-01", ("ingest", "gold"), settings)
+
+
+@pytest.mark.spark
+def test_samples_are_read_from_delta_once_per_table_version(built, spark, settings, days):
+    import pandas as pd
+
+    frame, version = pipeline.load_samples(spark, settings, days[:2])
+    cache = Path(settings.models_dir) / "cache" / "gold.samples" / f"v{version}"
+    assert {f"dt={d}.parquet" for d in days[:2]} <= {p.name for p in cache.glob("*.parquet")}
+    direct = tables.read(spark, tables.GOLD_SAMPLES, settings, version=version)
+    direct = direct.where(F.col("dt").isin(days[:2]))
+    assert len(frame) == direct.count() and frame["event_id"].is_unique
+    again, same_version = pipeline.load_samples(spark, settings, list(reversed(days[:2])))
+    assert same_version == version
+    pd.testing.assert_frame_equal(frame, again)

@@ -147,16 +147,56 @@ def table_snapshots(dt: str, settings: Settings | None = None) -> dict[str, dict
 def load_samples(
     spark: SparkSession, settings: Settings, days: list[str]
 ) -> tuple[pd.DataFrame, int | None]:
-    """gold.samples rows of the given days as pandas, with the table version read."""
+    """gold.samples rows of the given days as pandas, with the table version read.
+
+    Each day is read from Delta once per table version and kept as a local parquet file
+    (`<models>/cache/gold.samples/v<version>/`), so the training window, the evaluation day,
+    promotion and `compare` of several models share one read. A write to the table makes a
+    new version, hence a new cache; only the newest versions are kept."""
     version = tables.version(spark, tables.GOLD_SAMPLES, settings)
-    if version is None:
-        return pd.DataFrame(columns=SAMPLE_COLUMNS), None
-    table = tables.read(spark, tables.GOLD_SAMPLES, settings, version=version)
-    # Older partitions (and imported datasets) may lack the group columns: encode fills them.
-    columns = [c for c in (*SAMPLE_COLUMNS, "activity_bucket") if c in table.columns]
-    frame = table.where(F.col("dt").isin(days)).select(*columns).toPandas()
-    frame = frame.loc[:, ~frame.columns.duplicated()]
+    if version is None or not days:
+        return pd.DataFrame(columns=SAMPLE_COLUMNS), version
+    cache = _samples_cache_dir(settings, version)
+    wanted = sorted(set(days))
+    missing = [d for d in wanted if cache is None or not (cache / f"dt={d}.parquet").exists()]
+    fresh = pd.DataFrame()
+    if missing:
+        table = tables.read(spark, tables.GOLD_SAMPLES, settings, version=version)
+        # Older partitions (and imported datasets) may lack the group columns: encode fills them.
+        columns = [c for c in (*SAMPLE_COLUMNS, "activity_bucket") if c in table.columns]
+        fresh = table.where(F.col("dt").isin(missing)).select(*columns).toPandas()
+        fresh = fresh.loc[:, ~fresh.columns.duplicated()]
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            for day in missing:
+                part = fresh[fresh["dt"] == day]
+                tmp = cache / f".dt={day}.parquet.tmp"
+                part.to_parquet(tmp, index=False)
+                tmp.replace(cache / f"dt={day}.parquet")
+    if cache is None:
+        return fresh.reset_index(drop=True), version
+    parts = [pd.read_parquet(cache / f"dt={d}.parquet") for d in wanted]
+    frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
     return frame, version
+
+
+SAMPLES_CACHE_VERSIONS = 2
+
+
+def _samples_cache_dir(settings: Settings, version: int) -> Path | None:
+    """Local cache folder of one gold.samples version (None when models live in object
+    storage); older versions beyond the newest few are removed."""
+    if "://" in settings.models_dir:
+        return None
+    root = Path(settings.models_dir) / "cache" / "gold.samples"
+    if root.exists():
+        old = sorted(
+            (p for p in root.glob("v*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:])
+        )
+        for stale in old[: max(0, len(old) - SAMPLES_CACHE_VERSIONS + 1)]:
+            if stale.name != f"v{version}":
+                shutil.rmtree(stale, ignore_errors=True)
+    return root / f"v{version}"
 
 
 def load_item_vectors(
