@@ -152,5 +152,8 @@ def test_cvr_trains_on_clicks_with_its_own_registry(built, spark, settings, days
     assert len(predictions) == clicked  # evaluated on clicked impressions, label = conversion
     decision = pipeline.promote(days[2], result, cvr)
     assert decision["promoted"]  # the first CVR model: no CVR champion yet
-    assert tracking.champion(pipeline.with_task_registry(cvr))["version"] == result["model_version"]
-    assert tracking.champion(settings)["version"] != result["model_version"]  # CTR untouched
+    cvr_champion = tracking.champion(pipeline.with_task_registry(cvr))
+    assert str(cvr_champion["version"]) == str(result["model_version"])
+    assert "_cvr" in cvr_champion["path"] or cvr_champion["path"].find("din_test-cvr") >= 0
+    ctr_champion = tracking.champion(settings)  # CTR's champion is untouched
+    assert ctr_champion is not None and "-cvr" not in ctr_champion["path"]

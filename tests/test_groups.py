@@ -361,11 +361,8 @@ def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
         tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(f"dt <= '{dt}'").toPandas()
     )
     items = tables.read(spark, tables.BRONZE_ITEMS, settings).toPandas()
-    items["price_pct"] = items.groupby("category_path")["price"].rank(method="min").sub(1)
-    sizes = items.groupby("category_path")["price"].transform("size")
-    items["price_pct"] = (items["price_pct"] / (sizes - 1).where(sizes > 1, 1)).fillna(0.0)
-    b = behaviors.merge(items[["item_id", "price_pct"]], on="item_id", how="left")
-    b["price_pct"] = b["price_pct"].fillna(0.5)
+    terciles = items.groupby("category_path")["price"].quantile([1 / 3, 2 / 3]).unstack()
+    b = behaviors.merge(items[["item_id", "price"]], on="item_id", how="left")
     users = tables.read(spark, tables.BRONZE_USERS, settings).toPandas()
     assert set(inputs.index) == set(users["user_id"])
     for user_id, part in list(b.groupby("user_id"))[:60]:
@@ -374,16 +371,17 @@ def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
         agg = part.groupby("category").agg(
             clicks=("behavior_type", lambda s: int((s == "click").sum())),
             purchases=("behavior_type", lambda s: int((s == "conversion").sum())),
-            price=("price_pct", "mean"),
+            price=("price", "mean"),
         )
         agg = agg.reset_index().sort_values(
             ["purchases", "clicks", "category"], ascending=[False, False, True]
         )
         agg = agg.head(settings.groups.top_categories)
-        price = agg["price"].round(6)
+        low, high = (agg["category"].map(terciles[q]) for q in (1 / 3, 2 / 3))
         tier = np.where(
-            price < round(1 / 3, 6), "low", np.where(price < round(2 / 3, 6), "mid", "high")
-        )
+            agg["price"].isna() | low.isna(), "mid",
+            np.where(agg["price"] < low, "low", np.where(agg["price"] < high, "mid", "high")),
+        )  # fmt: skip
         expected = [
             {"category": c, "clicks": k, "purchases": p, "price_tier": t}
             for c, k, p, t in zip(

@@ -35,11 +35,19 @@ def encode_profiles(texts: list[str], dim: int) -> np.ndarray:
     return rqkmeans.l2_normalise(np.asarray(vectors)[:, :dim])
 
 
-def latest_codebook(spark: SparkSession, settings: Settings) -> tuple[str, list[np.ndarray]] | None:
+def latest_codebook(
+    spark: SparkSession, settings: Settings, as_of: str | None = None
+) -> tuple[str, list[np.ndarray]] | None:
+    """The newest codebook fitted on or before `as_of`: rebuilding a past day after a refit
+    assigns the codes that day had (point in time, so backfills equal the daily runs)."""
     if not tables.exists(spark, tables.SILVER_GROUP_CODEBOOKS, settings):
         return None
     rows = tables.read(spark, tables.SILVER_GROUP_CODEBOOKS, settings)
-    newest = rows.orderBy(F.desc("created_at")).select("codebook_version").first()
+    if as_of is not None:
+        rows = rows.where(F.col("fitted_dt") <= as_of)
+    newest = (
+        rows.orderBy(F.desc("fitted_dt"), F.desc("created_at")).select("codebook_version").first()
+    )
     if newest is None:
         return None
     version = newest[0]
@@ -54,8 +62,13 @@ def latest_codebook(spark: SparkSession, settings: Settings) -> tuple[str, list[
 def refit_codebooks(spark: SparkSession, settings: Settings, dt: str) -> str:
     """Fit a new codebook version on every current profile; returns the version."""
     cfg = settings.groups
+    # Sorted: K-means++ seeding depends on the input order, and the order must not depend on
+    # how the table happens to be laid out in files.
     profiles = (
-        tables.read(spark, tables.SILVER_USER_PROFILES, settings).select("profile_text").toPandas()
+        tables.read(spark, tables.SILVER_USER_PROFILES, settings)
+        .select("user_id", "profile_text")
+        .toPandas()
+        .sort_values("user_id")
     )
     if profiles.empty:
         raise ValueError("silver.user_profiles is empty: label profiles before fitting groups")
@@ -121,10 +134,10 @@ def assign_groups(
 ) -> dict[str, Any]:
     """silver.user_groups[dt]: carried codes plus new codes for changed profiles."""
     cfg = settings.groups
-    current = None if refit else latest_codebook(spark, settings)
+    current = None if refit else latest_codebook(spark, settings, as_of=dt)
     if current is None:
         refit_codebooks(spark, settings, dt)
-        current = latest_codebook(spark, settings)
+        current = latest_codebook(spark, settings, as_of=dt)
     version, books = current
     profiles = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select(
         "user_id",

@@ -17,22 +17,20 @@ from choirflow.features.activity import day_offset
 WINDOW_NAMES = ("short_term", "medium_term", "long_term")
 
 
-def item_price_percentiles(spark: SparkSession, settings: Settings) -> DataFrame:
-    """item_id, category, title, price_pct: an item's price rank within its category (0..1)."""
+def category_price_terciles(spark: SparkSession, settings: Settings) -> DataFrame:
+    """category, p33, p67: the thirds of each category's price range in the current catalogue."""
     items = tables.read(spark, tables.BRONZE_ITEMS, settings)
-    by_category = Window.partitionBy("category_path").orderBy("price")
-    return items.select(
-        "item_id",
-        F.col("category_path").alias("category"),
-        "title",
-        F.percent_rank().over(by_category).alias("price_pct"),
+    return items.groupBy(F.col("category_path").alias("category")).agg(
+        F.percentile("price", F.lit(1 / 3)).alias("p33"),
+        F.percentile("price", F.lit(2 / 3)).alias("p67"),
     )
 
 
 def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.user_category_daily[dt] from silver.behaviors[dt]: incremental, one day at a time."""
+    """silver.user_category_daily[dt] from silver.behaviors[dt]: incremental, one day at a time.
+    Raw price sums are kept; tiers are judged when inputs are built, against one catalogue."""
     behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt)
-    prices = item_price_percentiles(spark, settings).select("item_id", "price_pct")
+    prices = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "price")
 
     def count(kind: str) -> F.Column:
         return F.sum(F.when(F.col("behavior_type") == kind, 1).otherwise(0)).cast("long")
@@ -43,8 +41,8 @@ def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) 
         .agg(
             count("click").alias("clicks"),
             count("conversion").alias("purchases"),
-            F.sum(F.coalesce("price_pct", F.lit(0.5))).alias("price_pct_sum"),
-            F.count(F.lit(1)).cast("long").alias("behaviors"),
+            F.sum("price").alias("price_sum"),
+            F.count("price").cast("long").alias("priced"),
         )
         .withColumn("dt", F.lit(dt))
     )  # fmt: skip
@@ -56,11 +54,14 @@ def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) 
     )
 
 
-def _price_tier(pct: Column) -> Column:
-    """Thirds of the category's price range; rounded first, so a mean that sits on a boundary
-    gets the same tier whatever order the sums were added in."""
-    pct = F.round(pct, 6)
-    return F.when(pct < round(1 / 3, 6), "low").when(pct < round(2 / 3, 6), "mid").otherwise("high")
+def _price_tier(mean_price: Column) -> Column:
+    """Where the user's mean price sits among the category's price thirds (mid if unknown)."""
+    return (
+        F.when(mean_price.isNull() | F.col("p33").isNull(), "mid")
+        .when(mean_price < F.col("p33"), "low")
+        .when(mean_price < F.col("p67"), "mid")
+        .otherwise("high")
+    )
 
 
 def window_summary(
@@ -77,8 +78,9 @@ def window_summary(
         .agg(
             F.sum("clicks").alias("clicks"),
             F.sum("purchases").alias("purchases"),
-            (F.sum("price_pct_sum") / F.sum("behaviors")).alias("price_pct"),
+            (F.sum("price_sum") / F.sum("priced")).alias("mean_price"),
         )
+        .join(F.broadcast(category_price_terciles(spark, settings)), "category", "left")
     )
     ranked = sums.withColumn(
         "rank",
@@ -93,7 +95,7 @@ def window_summary(
         F.col("category"),
         F.col("clicks"),
         F.col("purchases"),
-        _price_tier(F.col("price_pct")).alias("price_tier"),
+        _price_tier(F.col("mean_price")).alias("price_tier"),
     )
     return ranked.groupBy("user_id").agg(
         F.transform(F.array_sort(F.collect_list(entry)), lambda e: e.dropFields("rank")).alias(name)
