@@ -234,15 +234,14 @@ def _groups_before(spark: SparkSession, settings: Settings, dt: str) -> DataFram
     if last is None:
         return spark.createDataFrame([], _GROUP_DDL)
     priors = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == last)
-    codes = F.col("codes")
+    from choirflow.groups.assign import code_prefix
+
     return (
         groups.where(F.col("dt") == last)
         .join(priors.withColumnRenamed("group_id", "prior_group").drop("dt"), "prior_group", "left")
         .select(
             "user_id",
-            F.array_join(F.slice(codes, 1, 1), "-").alias("group_c1"),
-            F.array_join(F.slice(codes, 1, 2), "-").alias("group_c2"),
-            F.array_join(F.slice(codes, 1, 3), "-").alias("group_c3"),
+            *[code_prefix("codes", level).alias(f"group_c{level}") for level in (1, 2, 3)],
             F.col("prior_group").alias("group_id"),
             F.col("voted_age_band").alias("group_age_band"),
             F.col("voted_gender").alias("group_gender"),

@@ -125,7 +125,8 @@ def _previous_groups(spark: SparkSession, settings: Settings, dt: str) -> DataFr
     return None if last is None else groups.where(F.col("dt") == last)
 
 
-def _prefix(codes: str, level: int) -> F.Column:
+def code_prefix(codes: str, level: int) -> F.Column:
+    """The group at `level` of the hierarchy: the first `level` codes, joined by "-"."""
     return F.array_join(F.slice(F.col(codes), 1, level), "-")
 
 
@@ -176,7 +177,7 @@ def assign_groups(
     levels = len(books)
     groups = fresh.withColumn("codebook_version", F.lit(version))
     for level in range(1, levels + 1):
-        groups = groups.withColumn(f"g{level}", _prefix("codes", level))
+        groups = groups.withColumn(f"g{level}", code_prefix("codes", level))
     for level in range(1, levels + 1):
         groups = groups.withColumn(
             f"n{level}", F.count(F.lit(1)).over(Window.partitionBy(f"g{level}"))
@@ -219,7 +220,7 @@ def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
     levels = members.select(F.max(F.size("codes"))).first()[0] or 0
     member_groups = members.select(
         "user_id",
-        F.explode(F.array(*[_prefix("codes", lv) for lv in range(1, levels + 1)])).alias(
+        F.explode(F.array(*[code_prefix("codes", lv) for lv in range(1, levels + 1)])).alias(
             "group_id"
         ),
     )
