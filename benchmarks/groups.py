@@ -81,7 +81,7 @@ def main() -> None:
     from choirflow.config import load_settings
     from choirflow.groups import rqkmeans
     from choirflow.groups.assign import encode_profiles
-    from choirflow.groups.labelling import label_profiles
+    from choirflow.groups.labelling import label_profiles, profiles_as_of
     from choirflow.spark import get_spark
     from choirflow.synth.world import generate_world, preset, write_world
 
@@ -106,9 +106,7 @@ def main() -> None:
 
     # 1. Template profiles, every user.
     label_profiles(spark, settings, last, everyone=True)
-    profiles = (
-        tables.read(spark, tables.SILVER_USER_PROFILES, settings).toPandas().set_index("user_id")
-    )
+    profiles = profiles_as_of(spark, settings, last).toPandas().set_index("user_id")
     features = (
         tables.read(spark, tables.SILVER_USER_FEATURES, settings)
         .where(F.col("dt") == last)
@@ -133,11 +131,7 @@ def main() -> None:
     t1 = time.perf_counter()
     run = label_profiles(spark, llm_settings, last, everyone=True)
     llm_wall = time.perf_counter() - t1
-    labelled = (
-        tables.read(spark, tables.SILVER_USER_PROFILES, llm_settings)
-        .toPandas()
-        .set_index("user_id")
-    )
+    labelled = profiles_as_of(spark, llm_settings, last).toPandas().set_index("user_id")
     llm_users = labelled.index[(labelled["source"] == "llm")].intersection(oracle.index)
     llm_codes = codes_for(labelled.loc[llm_users, "profile_text"].tolist())
     tpl_codes = codes_for(profiles.loc[llm_users, "profile_text"].tolist())

@@ -26,7 +26,8 @@ TRAIN_POOL = os.environ.get("CHOIRFLOW_TRAIN_POOL", "default_pool")
 # One Asset per warehouse table (tests check this list against choirflow.tables.ALL_TABLES);
 # each daily run's event carries the table's Delta version and row count.
 TABLES = (
-    "bronze.events", "bronze.items", "bronze.users", "bronze.quarantine", "bronze.ingest_runs",
+    "bronze.events", "bronze.items", "bronze.users", "bronze.item_history", "bronze.user_history",
+    "bronze.quarantine", "bronze.ingest_runs",
     "silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
     "silver.sequence_state", "silver.user_features", "silver.item_embeddings",
     "silver.item_embedding_projections", "silver.user_category_daily", "silver.user_profiles",

@@ -81,7 +81,10 @@ def test_dag_test_runs_the_daily_chain(dagbag, built, spark, settings, days):
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[3])
     assert samples.count() > 1000
     groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == days[3])
-    assert groups.count() == tables.read(spark, tables.BRONZE_USERS, settings).count()
+    assert (
+        groups.count()
+        == tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, days[3]).count()
+    )
     # One asset event per table, carrying its Delta version and the day's row count.
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session

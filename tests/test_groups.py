@@ -218,7 +218,7 @@ def _with_groups(settings, **overrides):
 @pytest.mark.spark
 def test_labelling_caches_records_failures_and_retries_them(spark, warehouse_copy, days):
     from choirflow import tables
-    from choirflow.groups.labelling import label_profiles
+    from choirflow.groups.labelling import label_profiles, profiles_as_of
 
     dt = days[2]
     with ChatServer() as server:
@@ -227,7 +227,7 @@ def test_labelling_caches_records_failures_and_retries_them(spark, warehouse_cop
         # Run 1: users whose prompt mentions one category get malformed JSON.
         server.mode, server.fail_if_prompt_contains = "malformed_content", "toys/"
         first = label_profiles(spark, _with_groups(warehouse_copy, **cfg), dt, everyone=True)
-        profiles = tables.read(spark, tables.SILVER_USER_PROFILES, warehouse_copy).toPandas()
+        profiles = profiles_as_of(spark, warehouse_copy, dt).toPandas()
         assert first["calls"] == first["users_considered"] == len(profiles) > 0
         failed = profiles[profiles["llm_error"].notna()]
         assert first["failures"] == len(failed) > 0
@@ -292,8 +292,8 @@ def test_user_groups_cover_every_user_and_carry_unchanged_codes(built, spark, se
     from choirflow import tables
 
     groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).toPandas()
-    users = tables.read(spark, tables.BRONZE_USERS, settings).select("user_id").toPandas()
     for dt in days[:3]:
+        users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).toPandas()
         today = groups[groups["dt"] == dt]
         assert set(today["user_id"]) == set(users["user_id"])
         assert today["user_id"].is_unique
@@ -315,7 +315,8 @@ def test_group_priors_match_a_pandas_oracle(built, spark, settings, days):
     members = (
         tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(f"dt = '{dt}'").toPandas()
     )
-    users = tables.read(spark, tables.BRONZE_USERS, settings).toPandas().set_index("user_id")
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).toPandas()
+    users = users.set_index("user_id")
     daily = (
         tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
         .where(f"dt <= '{dt}'")
@@ -360,10 +361,10 @@ def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
     behaviors = (
         tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(f"dt <= '{dt}'").toPandas()
     )
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings).toPandas()
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).toPandas()
     terciles = items.groupby("category_path")["price"].quantile([1 / 3, 2 / 3]).unstack()
     b = behaviors.merge(items[["item_id", "price"]], on="item_id", how="left")
-    users = tables.read(spark, tables.BRONZE_USERS, settings).toPandas()
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).toPandas()
     assert set(inputs.index) == set(users["user_id"])
     for user_id, part in list(b.groupby("user_id"))[:60]:
         payload = json.loads(inputs.loc[user_id, "input_json"])

@@ -24,8 +24,8 @@ def test_projection_is_deterministic_and_unit_norm():
 
 def test_embeddings_cover_items_and_rerun_embeds_nothing(built, spark, settings, days):
     emb = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings).toPandas()
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings).count()
-    assert len(emb) == items and emb.item_id.is_unique
+    catalogue = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, emb.updated_dt.max())
+    assert len(emb) == catalogue.count() and emb.item_id.is_unique
     vectors = np.stack(emb.embedding.to_numpy())
     assert vectors.shape[1] == settings.features.item_embedding_dim
     assert np.isfinite(vectors).all()
@@ -33,7 +33,7 @@ def test_embeddings_cover_items_and_rerun_embeds_nothing(built, spark, settings,
     assert set(emb.encoder_version) == {settings.features.encoder_version}
     assert emb.has_image.mean() > 0.5 and not emb.has_image.all()
     # Items of the same category sit closer than items of different categories.
-    cats = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "category_path")
+    cats = catalogue.select("item_id", "category_path")
     cat = emb.merge(cats.toPandas(), on="item_id")["category_path"].to_numpy()
     sims = vectors @ vectors.T
     same = cat[:, None] == cat[None, :]
@@ -52,7 +52,7 @@ def test_a_changed_item_is_re_embedded_and_the_projection_kept(built, spark, set
     )
     proj_version = tables.version(spark, tables.SILVER_ITEM_PROJECTIONS, settings)
     item = before.index[0]
-    DeltaTable.forPath(spark, tables.BRONZE_ITEMS.path(settings)).update(
+    DeltaTable.forPath(spark, tables.BRONZE_ITEM_HISTORY.path(settings)).update(
         F.col("item_id") == item, {"title": F.lit("Completely different retro lamp")}
     )
     assert build_item_embeddings(spark, settings, days[2]) == {"embedded": 1}

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 
 from choirflow.config import Settings
 
@@ -32,8 +33,14 @@ class Table:
 
 
 BRONZE_EVENTS = Table("bronze", "events", ("dt",), ("event_id",), "typed, deduplicated events")
-BRONZE_ITEMS = Table("bronze", "items", (), ("item_id",), "item catalogue, upserted")
-BRONZE_USERS = Table("bronze", "users", (), ("user_id",), "user attributes, upserted")
+BRONZE_ITEMS = Table("bronze", "items", (), ("item_id",), "current item catalogue, upserted")
+BRONZE_USERS = Table("bronze", "users", (), ("user_id",), "current user attributes, upserted")
+BRONZE_ITEM_HISTORY = Table(
+    "bronze", "item_history", ("dt",), ("item_id", "dt"), "every item delivery, read as of a day"
+)
+BRONZE_USER_HISTORY = Table(
+    "bronze", "user_history", ("dt",), ("user_id", "dt"), "every user delivery, read as of a day"
+)
 BRONZE_QUARANTINE = Table(
     "bronze", "quarantine", ("dt",), (), "rejected raw rows with the rule they broke"
 )
@@ -60,8 +67,9 @@ SILVER_USER_CATEGORY_DAILY = Table(
     "per-user clicks, purchases and price percentile per category of one day",
 )  # fmt: skip
 SILVER_USER_PROFILES = Table(
-    "silver", "user_profiles", (), ("user_id",),
-    "semantic profiles (LLM or template), cached by input fingerprint, prompt version, model",
+    "silver", "user_profiles", ("dt",), ("user_id", "dt"),
+    "semantic profiles (LLM or template) written on dt, read as of a day; cached by input "
+    "fingerprint, prompt version, model",
 )  # fmt: skip
 SILVER_PROFILE_RUNS = Table(
     "silver", "profile_runs", ("dt",), (), "per-run LLM accounting: calls, hits, failures, tokens"
@@ -89,6 +97,8 @@ ALL_TABLES = [
     BRONZE_EVENTS,
     BRONZE_ITEMS,
     BRONZE_USERS,
+    BRONZE_ITEM_HISTORY,
+    BRONZE_USER_HISTORY,
     BRONZE_QUARANTINE,
     BRONZE_INGEST_RUNS,
     SILVER_BEHAVIORS,
@@ -125,6 +135,24 @@ def read(
     return reader.load(table.path(settings))
 
 
+def read_as_of(
+    spark: SparkSession,
+    table: Table,
+    settings: Settings,
+    dt: str,
+    newest_by: tuple[str, ...] = ("updated_at",),
+) -> DataFrame:
+    """A change-log table as it stood at the end of day dt: each key's newest row (by
+    `newest_by`, then by day) written on or before dt. A build of day dt never sees a later
+    delivery, so a backfill run after the data has moved on builds what the daily run built."""
+    key = [k for k in table.keys if k != "dt"]
+    newest = Window.partitionBy(*key).orderBy(*[F.desc(c) for c in (*newest_by, "dt")])
+    rows = read(spark, table, settings).where(F.col("dt") <= dt)
+    return (
+        rows.withColumn("_newest", F.row_number().over(newest)).where("_newest = 1").drop("_newest")
+    )
+
+
 def version(spark: SparkSession, table: Table, settings: Settings) -> int | None:
     """The table's current Delta version (for lineage), or None when it does not exist."""
     if not exists(spark, table, settings):
@@ -148,7 +176,8 @@ def merge_upsert(
     settings: Settings,
     newer_than: str | None = None,
 ) -> None:
-    """Insert new keys, update existing ones (only if `newer_than` column is newer, when given)."""
+    """Insert new keys, update existing ones (only when the incoming `newer_than` column is not
+    older than the stored one, when given: a backfill of an old day never undoes a newer row)."""
     path = table.path(settings)
     if not DeltaTable.isDeltaTable(spark, path):
         writer = df.write.format("delta").mode("overwrite")
@@ -157,7 +186,7 @@ def merge_upsert(
         writer.save(path)
         return
     condition = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
-    update_when = f"s.{newer_than} > t.{newer_than}" if newer_than else None
+    update_when = f"s.{newer_than} >= t.{newer_than}" if newer_than else None
     (
         DeltaTable.forPath(spark, path)
         .alias("t")

@@ -73,7 +73,7 @@ def build_user_features(spark: SparkSession, settings: Settings, dt: str) -> Non
     counts = rolling_sums(
         daily, "user_id", dt, USER_WINDOWS, ("clicks", "impressions", "conversions")
     )
-    users = tables.read(spark, tables.BRONZE_USERS, settings).select(
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
         "user_id", "age_band", "gender", "city_tier", "signup_date"
     )
     count_cols = [c for c in counts.columns if c != "user_id"]

@@ -147,7 +147,7 @@ def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> d
     """Embed new or changed items of bronze.items and MERGE them into silver.item_embeddings."""
     f = settings.features
     version = f.encoder_version
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings).withColumn(
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).withColumn(
         "content_hash", content_hash()
     )
     todo = items
@@ -190,7 +190,9 @@ def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> d
         .withColumn("encoder_version", F.lit(version))
         .withColumn("updated_dt", F.lit(dt))
     )
-    tables.merge_upsert(spark, embedded, tables.SILVER_ITEM_EMBEDDINGS, settings)
+    tables.merge_upsert(
+        spark, embedded, tables.SILVER_ITEM_EMBEDDINGS, settings, newer_than="updated_dt"
+    )
     encoded.unpersist()
     print(
         f"[item_embeddings dt={dt}] embedded {n_todo} new or changed items ({version})", flush=True

@@ -30,7 +30,9 @@ PRICE_BUCKET_EDGES = [5, 10, 20, 40, 80, 160]
 def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
     """Clicks and conversions of day dt with the item's category -> silver.behaviors[dt]."""
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "category_path")
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
+        "item_id", "category_path"
+    )
     behaviors = (
         events.where(F.col("event_type").isin("click", "conversion"))
         .join(items, "item_id", "left")
@@ -117,10 +119,10 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     ).drop("hist")
 
     user_prev = _user_features_before(spark, settings, dt)
-    users = tables.read(spark, tables.BRONZE_USERS, settings).select(
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
         "user_id", "age_band", "gender", "city_tier"
     )
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings).select(
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
         "item_id",
         F.col("category_path").alias("item_category"),
         F.split("category_path", "/").getItem(0).alias("item_top_category"),

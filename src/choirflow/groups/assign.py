@@ -25,6 +25,7 @@ from choirflow import tables
 from choirflow.config import Settings
 from choirflow.features.activity import day_offset
 from choirflow.groups import rqkmeans
+from choirflow.groups.labelling import profiles_as_of
 
 
 def encode_profiles(texts: list[str], dim: int) -> np.ndarray:
@@ -65,7 +66,7 @@ def refit_codebooks(spark: SparkSession, settings: Settings, dt: str) -> str:
     # Sorted: K-means++ seeding depends on the input order, and the order must not depend on
     # how the table happens to be laid out in files.
     profiles = (
-        tables.read(spark, tables.SILVER_USER_PROFILES, settings)
+        profiles_as_of(spark, settings, dt)
         .select("user_id", "profile_text")
         .toPandas()
         .sort_values("user_id")
@@ -140,7 +141,7 @@ def assign_groups(
         refit_codebooks(spark, settings, dt)
         current = latest_codebook(spark, settings, as_of=dt)
     version, books = current
-    profiles = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select(
+    profiles = profiles_as_of(spark, settings, dt).select(
         "user_id",
         F.col("input_fingerprint").alias("profile_fingerprint"),
         F.col("source").alias("profile_source"),
@@ -224,7 +225,7 @@ def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
             "group_id"
         ),
     )
-    users = tables.read(spark, tables.BRONZE_USERS, settings).select(
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
         "user_id", "age_band", "gender", "city_tier"
     )
     with_attrs = member_groups.join(users, "user_id", "left")

@@ -17,9 +17,9 @@ from choirflow.features.activity import day_offset
 WINDOW_NAMES = ("short_term", "medium_term", "long_term")
 
 
-def category_price_terciles(spark: SparkSession, settings: Settings) -> DataFrame:
-    """category, p33, p67: the thirds of each category's price range in the current catalogue."""
-    items = tables.read(spark, tables.BRONZE_ITEMS, settings)
+def category_price_terciles(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """category, p33, p67: the thirds of each category's price range in the catalogue of dt."""
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt)
     return items.groupBy(F.col("category_path").alias("category")).agg(
         F.percentile("price", F.lit(1 / 3)).alias("p33"),
         F.percentile("price", F.lit(2 / 3)).alias("p67"),
@@ -30,7 +30,9 @@ def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) 
     """silver.user_category_daily[dt] from silver.behaviors[dt]: incremental, one day at a time.
     Raw price sums are kept; tiers are judged when inputs are built, against one catalogue."""
     behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt)
-    prices = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "price")
+    prices = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
+        "item_id", "price"
+    )
 
     def count(kind: str) -> F.Column:
         return F.sum(F.when(F.col("behavior_type") == kind, 1).otherwise(0)).cast("long")
@@ -80,7 +82,7 @@ def window_summary(
             F.sum("purchases").alias("purchases"),
             (F.sum("price_sum") / F.sum("priced")).alias("mean_price"),
         )
-        .join(F.broadcast(category_price_terciles(spark, settings)), "category", "left")
+        .join(F.broadcast(category_price_terciles(spark, settings, dt)), "category", "left")
     )
     ranked = sums.withColumn(
         "rank",
@@ -112,7 +114,9 @@ def recent_titles(spark: SparkSession, settings: Settings, dt: str, users: DataF
         & (F.col("dt") <= dt)
         & (F.col("behavior_type") == "click")
     )
-    titles = tables.read(spark, tables.BRONZE_ITEMS, settings).select("item_id", "title")
+    titles = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
+        "item_id", "title"
+    )
     newest_first = Window.partitionBy("user_id").orderBy(F.desc("event_time"), F.desc("event_id"))
     last = (
         clicks.join(users, "user_id", "left_semi")
@@ -130,7 +134,7 @@ def recent_titles(spark: SparkSession, settings: Settings, dt: str, users: DataF
 
 def target_users(spark: SparkSession, settings: Settings, dt: str, everyone: bool) -> DataFrame:
     """Users whose inputs may have changed: active on dt, or without a profile yet."""
-    users = tables.read(spark, tables.BRONZE_USERS, settings).select("user_id")
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select("user_id")
     if everyone or not tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
         return users
     active = (
@@ -139,7 +143,9 @@ def target_users(spark: SparkSession, settings: Settings, dt: str, everyone: boo
         .select("user_id")
         .distinct()
     )
-    profiled = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select("user_id")
+    profiled = tables.read_as_of(
+        spark, tables.SILVER_USER_PROFILES, settings, dt, newest_by=()
+    ).select("user_id")
     return active.unionByName(users.join(profiled, "user_id", "left_anti")).distinct()
 
 
@@ -149,7 +155,7 @@ def build_profile_inputs(
     """user_id, input_json (coarse attributes, three window summaries, recent titles: no
     identifier) and activity_30d for budget priority."""
     users = target_users(spark, settings, dt, everyone)
-    attributes = tables.read(spark, tables.BRONZE_USERS, settings).select(
+    attributes = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
         "user_id", "age_band", "gender", "city_tier"
     )
     frame = users.join(attributes, "user_id", "left")

@@ -76,6 +76,12 @@ def _label_partition(settings: Settings, dt: str):
     return run
 
 
+def profiles_as_of(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """Each user's newest profile written on or before dt: a rerun or backfill of an earlier
+    day never sees a profile written later."""
+    return tables.read_as_of(spark, tables.SILVER_USER_PROFILES, settings, dt, newest_by=())
+
+
 def _fingerprinted(inputs: DataFrame) -> DataFrame:
     @F.udf("string")
     def fp(input_json: str) -> str:
@@ -95,7 +101,7 @@ def label_profiles(
     model = model_id(settings)
     inputs = _fingerprinted(build_profile_inputs(spark, settings, dt, everyone))
     if tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
-        previous = tables.read(spark, tables.SILVER_USER_PROFILES, settings).select(
+        previous = profiles_as_of(spark, settings, dt).select(
             "user_id",
             F.col("input_fingerprint").alias("prev_fingerprint"),
             F.col("llm_fingerprint").alias("prev_llm_fingerprint"),
@@ -164,7 +170,11 @@ def label_profiles(
     )
     written = labelled.count()
     if written:
-        tables.merge_upsert(spark, labelled, tables.SILVER_USER_PROFILES, settings)
+        # MERGE, not a partition replace: a rerun of dt writes only what changed since its
+        # first run (cache hits are not rewritten) and keeps the rest of the day's rows.
+        tables.merge_upsert(
+            spark, labelled.withColumn("dt", F.lit(dt)), tables.SILVER_USER_PROFILES, settings
+        )
     stats_row = labelled.agg(
         F.sum(F.when(F.col("model") != "template", 1).otherwise(0)).alias("calls"),
         F.sum(F.when(F.col("source") == "llm", 1).otherwise(0)).alias("llm_profiles"),

@@ -259,10 +259,18 @@ def _split_orphans(
 def ingest_dimension(
     spark: SparkSession, settings: Settings, source: str, dt: str, run_id: str | None = None
 ) -> IngestCounts:
-    """Raw items or users of one day -> MERGE into bronze.items / bronze.users by key."""
+    """Raw items or users delivered on day dt -> partition dt of bronze.item_history /
+    bronze.user_history, and a MERGE into the current bronze.items / bronze.users.
+
+    Builds read the history as of their own day (tables.read_as_of), so a backfill run after
+    the catalogue has moved on builds what the daily run built; the current table answers
+    "what is the catalogue now" (a newer stored updated_at wins)."""
     run_id = run_id or uuid.uuid4().hex[:12]
     contract = load_contract(f"raw_{source}")
-    table = {"items": tables.BRONZE_ITEMS, "users": tables.BRONZE_USERS}[source]
+    current, history = {
+        "items": (tables.BRONZE_ITEMS, tables.BRONZE_ITEM_HISTORY),
+        "users": (tables.BRONZE_USERS, tables.BRONZE_USER_HISTORY),
+    }[source]
     lines = _read_lines(spark, raw_partition(settings, source, dt))
     checked = validate(spark, lines, contract, dt, extra_checks=False).cache()
     raw_rows = checked.count()
@@ -276,13 +284,14 @@ def ingest_dimension(
         *contract.column_names, F.lit(dt).alias("dt"), F.lit(run_id).alias("run_id")
     ).cache()
     kept = upsert.count()
+    tables.replace_partition(upsert, history, settings, f"dt = '{dt}'")
     if kept:
-        tables.merge_upsert(spark, upsert, table, settings, newer_than="updated_at")
+        tables.merge_upsert(spark, upsert, current, settings, newer_than="updated_at")
     source_name = f"raw_{source}"
     _write_quarantine(
         spark, settings, _quarantine_rows(bad, source_name, dt, run_id), source_name, dt
     )
-    # bronze rows: this delivery's rows kept for MERGE (a newer stored row may win)
+    # bronze rows: this delivery's rows, one per key (the newest updated_at of the delivery)
     counts = IngestCounts(
         source_name,
         dt,

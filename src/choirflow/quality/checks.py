@@ -41,12 +41,15 @@ def bronze_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[s
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
     prior = previous_counts(spark, settings, tables.BRONZE_EVENTS, dt)
     out = [gate(spark, settings, events, bronze_events_suite(prior, q.volume_tolerance), dt)]
-    for name, table in (("items", tables.BRONZE_ITEMS), ("users", tables.BRONZE_USERS)):
+    for name, table in (
+        ("items", tables.BRONZE_ITEM_HISTORY),
+        ("users", tables.BRONZE_USER_HISTORY),
+    ):
         out.append(
             gate(
                 spark,
                 settings,
-                tables.read(spark, table, settings),
+                tables.read_as_of(spark, table, settings, dt),
                 bronze_dimension_suite(name),
                 dt,
             )
@@ -80,6 +83,6 @@ def gold_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str
 def groups_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
     """silver.user_groups[dt] after assignment: coverage of every known user, code shape."""
     groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
-    users = tables.read(spark, tables.BRONZE_USERS, settings).count()
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).count()
     spec = user_groups_suite(users, len(settings.groups.centroids))
     return [gate(spark, settings, groups, spec, dt)]
