@@ -50,6 +50,23 @@ def evaluate(labels, scores, users, buckets) -> dict[str, float]:
     }
 
 
+def paired_gain(runs: dict[str, list[dict]], a: str, b: str, key: str) -> dict:
+    """Mean per-seed gain of model a over model b (same seed, same data) with a percentile
+    bootstrap interval over seeds: a claim "holds" only when the whole interval is above 0,
+    so a gain smaller than the seed-to-seed noise is not reported as a win."""
+    by_seed = {r["seed"]: r[key] for r in runs[b]}
+    gains = np.array([r[key] - by_seed[r["seed"]] for r in runs[a] if r["seed"] in by_seed])
+    rng = np.random.default_rng(0)
+    means = rng.choice(gains, size=(10_000, len(gains))).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": round(float(gains.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "seeds": len(gains),
+        "holds": bool(low > 0),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True)
@@ -115,6 +132,12 @@ def main() -> None:
         claims["choirrec_beats_din_gauc_low"] = (
             summary["choirrec"]["gauc_low"] > summary["din"]["gauc_low"]
         )
+    paired = {
+        f"{a}_minus_{b}_{key}": paired_gain(runs, a, b, key)
+        for a, b, key in (("din", "dnn", "auc"), ("tin", "din", "auc"),
+                          ("choirrec", "din", "gauc_low"))
+        if {a, b} <= set(runs)
+    }  # fmt: skip
     gap = round(oracle["auc"] - summary[best]["auc"], 4)
     claims["best_within_0.01_of_oracle"] = gap <= 0.01
     results = {
@@ -127,13 +150,17 @@ def main() -> None:
         "best_model": best,
         "best_auc_gap_to_oracle": gap,
         "claims": claims,
+        "paired": paired,
         "runs": runs,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(
         json.dumps(
-            {k: results[k] for k in ("oracle", "summary", "best_auc_gap_to_oracle", "claims")},
+            {
+                k: results[k]
+                for k in ("oracle", "summary", "best_auc_gap_to_oracle", "claims", "paired")
+            },
             indent=2,
         )
     )
