@@ -81,7 +81,8 @@ def main() -> None:
     from choirflow.config import load_settings
     from choirflow.groups import rqkmeans
     from choirflow.groups.assign import encode_profiles
-    from choirflow.groups.labelling import label_profiles, profiles_as_of
+    from choirflow.groups.inputs import profiles_as_of
+    from choirflow.groups.labelling import label_profiles
     from choirflow.spark import get_spark
     from choirflow.synth.world import generate_world, preset, write_world
 

@@ -218,7 +218,8 @@ def _with_groups(settings, **overrides):
 @pytest.mark.spark
 def test_labelling_caches_records_failures_and_retries_them(spark, warehouse_copy, days):
     from choirflow import tables
-    from choirflow.groups.labelling import label_profiles, profiles_as_of
+    from choirflow.groups.inputs import profiles_as_of
+    from choirflow.groups.labelling import label_profiles
 
     dt = days[2]
     with ChatServer() as server:

@@ -25,7 +25,7 @@ from choirflow import tables
 from choirflow.config import Settings
 from choirflow.features.activity import day_offset
 from choirflow.groups import rqkmeans
-from choirflow.groups.labelling import profiles_as_of
+from choirflow.groups.inputs import profiles_as_of
 
 
 def encode_profiles(texts: list[str], dim: int) -> np.ndarray:

@@ -132,6 +132,12 @@ def recent_titles(spark: SparkSession, settings: Settings, dt: str, users: DataF
     )
 
 
+def profiles_as_of(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """Each user's newest profile written on or before dt: a rerun or backfill of an earlier
+    day never sees a profile written later."""
+    return tables.read_as_of(spark, tables.SILVER_USER_PROFILES, settings, dt, newest_by=())
+
+
 def target_users(spark: SparkSession, settings: Settings, dt: str, everyone: bool) -> DataFrame:
     """Users whose inputs may have changed: active on dt, or without a profile yet."""
     users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select("user_id")
@@ -143,9 +149,7 @@ def target_users(spark: SparkSession, settings: Settings, dt: str, everyone: boo
         .select("user_id")
         .distinct()
     )
-    profiled = tables.read_as_of(
-        spark, tables.SILVER_USER_PROFILES, settings, dt, newest_by=()
-    ).select("user_id")
+    profiled = profiles_as_of(spark, settings, dt).select("user_id")
     return active.unionByName(users.join(profiled, "user_id", "left_anti")).distinct()
 
 

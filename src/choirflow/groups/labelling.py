@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.groups.backends import backend_for, ensure_gguf, model_id
-from choirflow.groups.inputs import build_profile_inputs
+from choirflow.groups.inputs import build_profile_inputs, profiles_as_of
 from choirflow.groups.profile import PROMPT_VERSION, fingerprint, template_profile
 
 PROFILE_SCHEMA_DDL = (
@@ -74,12 +74,6 @@ def _label_partition(settings: Settings, dt: str):
             yield pd.DataFrame(rows)
 
     return run
-
-
-def profiles_as_of(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
-    """Each user's newest profile written on or before dt: a rerun or backfill of an earlier
-    day never sees a profile written later."""
-    return tables.read_as_of(spark, tables.SILVER_USER_PROFILES, settings, dt, newest_by=())
 
 
 def _fingerprinted(inputs: DataFrame) -> DataFrame:
