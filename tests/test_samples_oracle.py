@@ -89,7 +89,14 @@ def test_carried_state_matches_the_oracle_with_late_impressions(spark, seed):
     day1, day2 = pd.Timestamp("2026-11-01"), pd.Timestamp("2026-11-02")
     users = ["u1", "u2", "u3", "u4"]
     clicks_1 = _random_events(rng, 60, "a", users, day1, 86400)
-    clicks_2 = _random_events(rng, 60, "b", users, day2, 30)  # many same-second ties
+    clicks_2 = pd.concat(
+        [
+            _random_events(rng, 60, "b", users, day2, 30),  # many same-second ties
+            # Late clicks: older than the end of the carried state, so the list is re-sorted.
+            _random_events(rng, 15, "l", users, day1 + pd.Timedelta(hours=22), 2 * 3600),
+        ],
+        ignore_index=True,
+    )
     on_time = _random_events(rng, 80, "m", users + ["fresh"], day2, 30)
     late = _random_events(rng, 20, "n", users, day1 + pd.Timedelta(hours=20), 4 * 3600)
     impressions = pd.concat([on_time, late], ignore_index=True).drop(columns="category")
@@ -135,3 +142,57 @@ def test_incremental_state_equals_full_recomputation(spark):
 
     assert as_dict(state) == as_dict(full)
     assert len(as_dict(full)) == 8
+
+
+def oracle_labels(events: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
+    """Each impression: clicked if its (user, item, request) has a click; converted if a
+    conversion of that key falls within `window` after the key's first click."""
+    rows = []
+    for imp in events[events.event_type == "impression"].itertuples():
+        same = events[
+            (events.user_id == imp.user_id)
+            & (events.item_id == imp.item_id)
+            & (events.request_id == imp.request_id)
+        ]
+        clicks = same[same.event_type == "click"].event_time
+        conversions = same[same.event_type == "conversion"].event_time
+        first = clicks.min() if len(clicks) else None
+        converted = (
+            first is not None and ((conversions >= first) & (conversions <= first + window)).any()
+        )
+        rows.append((imp.event_id, int(first is not None), int(converted)))
+    return pd.DataFrame(rows, columns=["event_id", "click", "conversion"]).set_index("event_id")
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_labels_match_the_pandas_oracle(spark, seed):
+    """Clicks without an impression, conversions without a click, before the click, inside
+    and outside the attribution window, several clicks of one key."""
+    from choirflow.features.samples import labelled_impressions
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    start = pd.Timestamp("2026-11-01")
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{i:04d}" for i in range(n)],
+            "user_id": rng.choice(["u1", "u2", "u3"], n),
+            "item_id": rng.choice(["i1", "i2", "i3"], n),
+            "request_id": rng.choice(["r1", "r2", "r3", "r4"], n),
+            "event_type": rng.choice(["impression", "click", "conversion"], n, p=[0.5, 0.3, 0.2]),
+            "event_time": start + pd.to_timedelta(rng.integers(0, 6 * 3600, n), unit="s"),
+        }
+    )
+    window_hours = 1.5
+    got = (
+        labelled_impressions(spark.createDataFrame(events), window_hours)
+        .select("event_id", "click", "conversion")
+        .toPandas()
+        .set_index("event_id")
+        .sort_index()
+    )
+    expected = oracle_labels(events, pd.Timedelta(hours=window_hours)).sort_index()
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    # Both outcomes of each label occur, including clicks left unconverted.
+    assert set(got.click) == {0, 1} and set(got.conversion) == {0, 1}
+    assert ((got.click == 1) & (got.conversion == 0)).any()

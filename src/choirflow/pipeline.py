@@ -85,19 +85,36 @@ def build_features(
         raise ValueError(f"unknown feature steps {sorted(unknown)}; choose from {FEATURE_STEPS}")
     spark, settings = _context(settings)
     out: dict[str, int] = {}
-    if "behaviors" in steps:
+    seconds: dict[str, float] = {}
+
+    def timed(step: str, run) -> None:
+        if step in steps:
+            t0 = time.perf_counter()
+            run()
+            seconds[step] = round(time.perf_counter() - t0, 1)
+
+    def behaviors() -> None:
         out["silver.behaviors"] = build_behaviors(spark, settings, dt)
         build_daily_activity(spark, settings, dt)
         out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
-    if "item_embeddings" in steps:
-        out["silver.item_embeddings"] = build_item_embeddings(spark, settings, dt)["embedded"]
-    if "user_features" in steps:
-        build_user_features(spark, settings, dt)
-    if "groups" in steps:
-        out.update(build_groups(dt, settings))
-    if "samples" in steps:
-        out["gold.samples"] = build_samples(spark, settings, dt)
-    print(f"[features dt={dt}] " + " ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+
+    timed("behaviors", behaviors)
+    timed(
+        "item_embeddings",
+        lambda: out.update(
+            {"silver.item_embeddings": build_item_embeddings(spark, settings, dt)["embedded"]}
+        ),
+    )
+    timed("user_features", lambda: build_user_features(spark, settings, dt))
+    timed("groups", lambda: out.update(build_groups(dt, settings)))
+    timed("samples", lambda: out.update({"gold.samples": build_samples(spark, settings, dt)}))
+    print(
+        f"[features dt={dt}] "
+        + " ".join(f"{k}={v}" for k, v in out.items())
+        + " | seconds: "
+        + " ".join(f"{k}={v}" for k, v in seconds.items()),
+        flush=True,
+    )
     return out
 
 
@@ -588,15 +605,30 @@ def _write_metrics(
     )
 
 
-def run_day(dt: str, settings: Settings | None = None) -> dict[str, Any]:
+def run_day(dt: str, settings: Settings | None = None, train: bool = True) -> dict[str, Any]:
+    """All daily steps of one day in this process; `train=False` stops after the gold gate
+    (a warm-up day whose model nobody would look at). Prints each step's seconds."""
     settings = settings or load_settings()
-    return {
-        "ingest": ingest(dt, settings),
-        "bronze_gate": quality_gate("bronze", dt, settings),
-        "features": build_features(dt, settings),
-        "gold_gate": quality_gate("gold", dt, settings),
-        **_train_promote_report(dt, settings),
-    }
+    steps: list[tuple[str, Any]] = [
+        ("ingest", lambda: ingest(dt, settings)),
+        ("bronze_gate", lambda: quality_gate("bronze", dt, settings)),
+        ("features", lambda: build_features(dt, settings)),
+        ("gold_gate", lambda: quality_gate("gold", dt, settings)),
+    ]
+    if train:
+        steps.append(("train_promote_report", lambda: _train_promote_report(dt, settings)))
+    out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name, step in steps:
+        t0 = time.perf_counter()
+        result = step()
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        if name == "train_promote_report":
+            out.update(result)
+        else:
+            out[name] = result
+    print(f"[day dt={dt}] " + " ".join(f"{k}={v}s" for k, v in seconds.items()), flush=True)
+    return {**out, "step_seconds": seconds}
 
 
 def _train_promote_report(dt: str, settings: Settings) -> dict[str, Any]:
@@ -608,13 +640,16 @@ def _train_promote_report(dt: str, settings: Settings) -> dict[str, Any]:
     }
 
 
-def run_range(start: str, end: str, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Run the daily steps in date order, in this process (development, backfills)."""
+def run_range(
+    start: str, end: str, settings: Settings | None = None, train_from: str | None = None
+) -> list[dict[str, Any]]:
+    """Run the daily steps in date order, in this process (development, backfills).
+    Days before `train_from` build tables only (no training, promotion or report)."""
     settings = settings or load_settings()
     out = []
     for dt in days_between(start, end):
         t0 = time.perf_counter()
-        result = run_day(dt, settings)
+        result = run_day(dt, settings, train=train_from is None or dt >= train_from)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         out.append(result)
     return out

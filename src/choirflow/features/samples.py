@@ -9,7 +9,7 @@ before it. Counts and levels come from silver tables of the days before (feature
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from choirflow import tables
@@ -53,35 +53,27 @@ def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
 
 
 def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFrame:
-    """Impressions with click and conversion labels (conversion within the window of its click)."""
-    keys = ["user_id", "item_id", "request_id"]
-    impressions = events.where(F.col("event_type") == "impression")
-    clicks = (
-        events.where(F.col("event_type") == "click")
-        .groupBy(*keys)
-        .agg(F.min("event_time").alias("click_time"))
+    """Impressions with click and conversion labels (conversion within the window of its click).
+
+    One pass over the day's events, partitioned by (user, item, request): the first click time
+    of each key, then whether a conversion falls in [click, click + window]. Rejoining clicks
+    and conversions to impressions instead costs three more shuffles."""
+    key = Window.partitionBy("user_id", "item_id", "request_id")
+    is_type = lambda name: F.col("event_type") == name  # noqa: E731
+    window_end = F.col("_click_time") + F.expr(f"INTERVAL {int(attribution_hours * 3600)} SECONDS")
+    attributed = (
+        is_type("conversion")
+        & (F.col("event_time") >= F.col("_click_time"))
+        & (F.col("event_time") <= window_end)
     )
-    conversions = (
-        events.where(F.col("event_type") == "conversion")
-        .select(*keys, F.col("event_time").alias("conversion_time"))
-        .join(clicks, keys)
-        .where(
-            (F.col("conversion_time") >= F.col("click_time"))
-            & (
-                F.col("conversion_time")
-                <= F.col("click_time") + F.expr(f"INTERVAL {int(attribution_hours * 3600)} SECONDS")
-            )
-        )
-        .select(*keys)
-        .distinct()
-        .withColumn("conversion", F.lit(1))
-    )
+    first_click = F.min(F.when(is_type("click"), F.col("event_time")))
     return (
-        impressions.join(clicks.withColumn("click", F.lit(1)), keys, "left")
-        .join(conversions, keys, "left")
-        .withColumn("click", F.coalesce("click", F.lit(0)).cast("int"))
-        .withColumn("conversion", F.coalesce("conversion", F.lit(0)).cast("int"))
-        .drop("click_time")
+        events.withColumn("_click_time", first_click.over(key))
+        .withColumn("_converted", F.max(attributed.cast("int")).over(key))
+        .where(is_type("impression"))
+        .withColumn("click", F.col("_click_time").isNotNull().cast("int"))
+        .withColumn("conversion", F.coalesce("_converted", F.lit(0)).cast("int"))
+        .drop("_click_time", "_converted")
     )
 
 

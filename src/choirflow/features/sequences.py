@@ -40,6 +40,15 @@ def _last(arr: Column, n: int) -> Column:
     return F.slice(arr, F.greatest(F.size(arr) - n + 1, F.lit(1)), n)
 
 
+def _append_in_order(prev: str, today: str) -> Column:
+    """prev ++ today in (time, event id) order. Both are sorted; only a late click (older than
+    the end of prev) needs the full sort, so the common case is a plain concat."""
+    prev_seq = F.coalesce(F.col(prev), F.array().cast(SEQUENCE))
+    combined = F.concat(prev_seq, today)
+    in_order = (F.size(prev_seq) == 0) | (F.element_at(today, 1) > F.element_at(prev_seq, -1))
+    return F.when(in_order, combined).otherwise(F.array_sort(combined))
+
+
 def empty_state(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(
         [], T.StructType([T.StructField("user_id", T.StringType()), T.StructField("seq", SEQUENCE)])
@@ -100,13 +109,7 @@ def sequences_for_day(
     with_seq = (
         clicks.withColumn("today", F.collect_list(_element()).over(upto_self))
         .join(prev, "user_id", "left")
-        .withColumn(
-            "seq",
-            _last(
-                F.array_sort(F.concat(F.coalesce("prev_seq", F.array().cast(SEQUENCE)), "today")),
-                max_len,
-            ),
-        )
+        .withColumn("seq", _last(_append_in_order("prev_seq", "today"), max_len))
         .cache()  # read twice: for the impressions' sequences and for the new state
     )
     click_rows = with_seq.select(
