@@ -153,7 +153,14 @@ def demo(
     ] = 1,
     llm_budget: Annotated[
         int, typer.Option(help="LLM-written profiles per day (the rest: template profiles)")
-    ] = 3,
+    ] = 1,
+    trained_days: Annotated[
+        int,
+        typer.Option(
+            help="last N days that train, promote and report (0 = all); earlier days "
+            "only build and check tables"
+        ),
+    ] = 4,
 ) -> None:
     """Generate the demo world; run its days, the last ones through Airflow's `choirflow_daily`."""
     from choirflow.config import load_settings
@@ -180,7 +187,8 @@ def demo(
         from choirflow import pipeline
 
         typer.echo(f"==> in-process run for {in_process[0]} .. {in_process[-1]}")
-        pipeline.run_range(in_process[0], in_process[-1], settings)
+        train_from = days[-trained_days] if 0 < trained_days <= len(days) else None
+        pipeline.run_range(in_process[0], in_process[-1], settings, train_from=train_from)
     env = _airflow_env()
     for day in through_airflow:
         # A run at logical date D processes the data interval that ends at D: the day before.
