@@ -158,7 +158,8 @@ def demo(
         int, typer.Option(help="last N days via `airflow dags test` (0 = all); earlier in-process")
     ] = 1,
     llm_budget: Annotated[
-        int, typer.Option(help="LLM-written profiles per day (the rest: template profiles)")
+        int,
+        typer.Option(help="LLM-written profiles per trained day (the rest: template profiles)"),
     ] = 1,
     trained_days: Annotated[
         int,
@@ -198,7 +199,16 @@ def demo(
 
         typer.echo(f"==> in-process run for {in_process[0]} .. {in_process[-1]}")
         train_from = days[-trained_days] if 0 < trained_days <= len(days) else None
-        pipeline.run_range(in_process[0], in_process[-1], settings, train_from=train_from)
+        # Warm-up days (before train_from) get template profiles only: no LLM time is spent
+        # on days whose models nobody looks at; the trained days use the budget.
+        warm_up = [d for d in in_process if train_from and d < train_from]
+        trained = [d for d in in_process if d not in warm_up]
+        template_only = settings.model_copy(
+            update={"groups": settings.groups.model_copy(update={"llm_budget": 0})}
+        )
+        for part, part_settings in ((warm_up, template_only), (trained, settings)):
+            if part:
+                pipeline.run_range(part[0], part[-1], part_settings, train_from=train_from)
     env = _airflow_env()
     for day in through_airflow:
         # A run at logical date D processes the data interval that ends at D: the day before.
