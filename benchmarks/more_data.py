@@ -62,19 +62,18 @@ def main() -> None:
     summary = {}
     for window in [int(w) for w in args.train_days.split(",")]:
         bundle = work / f"bundle_{window}.npz"
-        env = {**os.environ}
         subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "samples_bundle.py"),
              "--warehouse", str(work / "warehouse"), "--raw", str(work / "raw"),
              "--day", day_list[-1], "--train-days", str(window), "--out", str(bundle)],
-            check=True, env=env,
+            check=True,
         )  # fmt: skip
         out = RESULTS / f"quality_more_data_{window}d.json"
         subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--bundle", str(bundle),
              "--models", args.models, "--seeds", args.seeds, "--epochs", str(args.epochs),
              "--learning-rate", "0.001", "--device", args.device, "--output", str(out)],
-            check=True, env=env,
+            check=True,
         )  # fmt: skip
         result = json.loads(out.read_text())
         summary[window] = {

@@ -6,6 +6,8 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,28 +88,24 @@ def build_features(
     spark, settings = _context(settings)
     out: dict[str, int] = {}
     seconds: dict[str, float] = {}
-
-    def timed(step: str, run) -> None:
-        if step in steps:
-            t0 = time.perf_counter()
-            run()
-            seconds[step] = round(time.perf_counter() - t0, 1)
-
-    def behaviors() -> None:
-        out["silver.behaviors"] = build_behaviors(spark, settings, dt)
-        build_daily_activity(spark, settings, dt)
-        out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
-
-    timed("behaviors", behaviors)
-    timed(
-        "item_embeddings",
-        lambda: out.update(
-            {"silver.item_embeddings": build_item_embeddings(spark, settings, dt)["embedded"]}
-        ),
-    )
-    timed("user_features", lambda: build_user_features(spark, settings, dt))
-    timed("groups", lambda: out.update(build_groups(dt, settings)))
-    timed("samples", lambda: out.update({"gold.samples": build_samples(spark, settings, dt)}))
+    if "behaviors" in steps:
+        with _timed(seconds, "behaviors"):
+            out["silver.behaviors"] = build_behaviors(spark, settings, dt)
+            build_daily_activity(spark, settings, dt)
+            out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
+    if "item_embeddings" in steps:
+        with _timed(seconds, "item_embeddings"):
+            embedded = build_item_embeddings(spark, settings, dt)["embedded"]
+            out["silver.item_embeddings"] = embedded
+    if "user_features" in steps:
+        with _timed(seconds, "user_features"):
+            build_user_features(spark, settings, dt)
+    if "groups" in steps:
+        with _timed(seconds, "groups"):
+            out.update(build_groups(dt, settings))
+    if "samples" in steps:
+        with _timed(seconds, "samples"):
+            out["gold.samples"] = build_samples(spark, settings, dt)
     print(
         f"[features dt={dt}] "
         + " ".join(f"{k}={v}" for k, v in out.items())
@@ -605,28 +603,31 @@ def _write_metrics(
     )
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Records the seconds the block took under `step` (the per-step progress lines)."""
+    t0 = time.perf_counter()
+    yield
+    seconds[step] = round(time.perf_counter() - t0, 1)
+
+
 def run_day(dt: str, settings: Settings | None = None, train: bool = True) -> dict[str, Any]:
     """All daily steps of one day in this process; `train=False` stops after the gold gate
     (a warm-up day whose model nobody would look at). Prints each step's seconds."""
     settings = settings or load_settings()
-    steps: list[tuple[str, Any]] = [
-        ("ingest", lambda: ingest(dt, settings)),
-        ("bronze_gate", lambda: quality_gate("bronze", dt, settings)),
-        ("features", lambda: build_features(dt, settings)),
-        ("gold_gate", lambda: quality_gate("gold", dt, settings)),
-    ]
-    if train:
-        steps.append(("train_promote_report", lambda: _train_promote_report(dt, settings)))
     out: dict[str, Any] = {}
     seconds: dict[str, float] = {}
-    for name, step in steps:
-        t0 = time.perf_counter()
-        result = step()
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        if name == "train_promote_report":
-            out.update(result)
-        else:
-            out[name] = result
+    with _timed(seconds, "ingest"):
+        out["ingest"] = ingest(dt, settings)
+    with _timed(seconds, "bronze_gate"):
+        out["bronze_gate"] = quality_gate("bronze", dt, settings)
+    with _timed(seconds, "features"):
+        out["features"] = build_features(dt, settings)
+    with _timed(seconds, "gold_gate"):
+        out["gold_gate"] = quality_gate("gold", dt, settings)
+    if train:
+        with _timed(seconds, "train_promote_report"):
+            out.update(_train_promote_report(dt, settings))
     print(f"[day dt={dt}] " + " ".join(f"{k}={v}s" for k, v in seconds.items()), flush=True)
     return {**out, "step_seconds": seconds}
 
