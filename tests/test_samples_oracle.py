@@ -196,3 +196,30 @@ def test_labels_match_the_pandas_oracle(spark, seed):
     # Both outcomes of each label occur, including clicks left unconverted.
     assert set(got.click) == {0, 1} and set(got.conversion) == {0, 1}
     assert ((got.click == 1) & (got.conversion == 0)).any()
+
+
+def test_state_write_drops_days_past_retention_in_the_same_commit(spark, settings, tmp_path):
+    from choirflow import tables
+    from choirflow.features.sequences import state_from_clicks, write_state
+
+    local = settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update={"warehouse": str(tmp_path)}),
+            "features": settings.features.model_copy(update={"state_retention_days": 2}),
+        }
+    )
+    rng = np.random.default_rng(8)
+    clicks = _random_events(rng, 20, "r", ["u1", "u2"], pd.Timestamp("2026-11-01"), 86400)
+    state = state_from_clicks(spark.createDataFrame(clicks), 5)
+    days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
+    for dt in days:
+        write_state(spark, local, state, dt)
+    table = tables.read(spark, tables.SILVER_SEQUENCE_STATE, local)
+    kept = sorted(r.dt for r in table.select("dt").distinct().collect())
+    assert kept == ["2026-11-03", "2026-11-04", "2026-11-05"]
+    assert table.where("dt = '2026-11-05'").count() == 2
+    # One commit per day: the retention delete rides on the day's overwrite.
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, tables.SILVER_SEQUENCE_STATE.path(local)).history()
+    assert history.count() == len(days)

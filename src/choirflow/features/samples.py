@@ -9,7 +9,7 @@ before it. Counts and levels come from silver tables of the days before (feature
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from choirflow import tables
@@ -55,25 +55,33 @@ def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
 def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFrame:
     """Impressions with click and conversion labels (conversion within the window of its click).
 
-    One pass over the day's events, partitioned by (user, item, request): the first click time
-    of each key, then whether a conversion falls in [click, click + window]. Rejoining clicks
-    and conversions to impressions instead costs three more shuffles."""
-    key = Window.partitionBy("user_id", "item_id", "request_id")
+    Labels are worked out on the clicks and conversions alone (a few percent of the events):
+    per (user, item, request) the first click time, then whether a conversion falls in
+    [click, click + window]. That small table is broadcast to the impressions, so the
+    impressions are neither shuffled nor sorted for their labels."""
+    key = ["user_id", "item_id", "request_id"]
     is_type = lambda name: F.col("event_type") == name  # noqa: E731
-    window_end = F.col("_click_time") + F.expr(f"INTERVAL {int(attribution_hours * 3600)} SECONDS")
-    attributed = (
-        is_type("conversion")
-        & (F.col("event_time") >= F.col("_click_time"))
-        & (F.col("event_time") <= window_end)
+    clicks = (
+        events.where(is_type("click")).groupBy(*key).agg(F.min("event_time").alias("_click_time"))
     )
-    first_click = F.min(F.when(is_type("click"), F.col("event_time")))
+    conversions = events.where(is_type("conversion")).select(
+        *key, F.col("event_time").alias("_conversion_time")
+    )
+    window_end = F.col("_click_time") + F.expr(f"INTERVAL {int(attribution_hours * 3600)} SECONDS")
+    attributed = (F.col("_conversion_time") >= F.col("_click_time")) & (
+        F.col("_conversion_time") <= window_end
+    )
+    labels = (
+        clicks.join(conversions, key, "left")
+        .groupBy(*key)
+        .agg(F.max(F.coalesce(attributed, F.lit(False)).cast("int")).alias("conversion"))
+        .withColumn("click", F.lit(1))
+    )
     return (
-        events.withColumn("_click_time", first_click.over(key))
-        .withColumn("_converted", F.max(attributed.cast("int")).over(key))
-        .where(is_type("impression"))
-        .withColumn("click", F.col("_click_time").isNotNull().cast("int"))
-        .withColumn("conversion", F.coalesce("_converted", F.lit(0)).cast("int"))
-        .drop("_click_time", "_converted")
+        events.where(is_type("impression"))
+        .join(F.broadcast(labels), key, "left")
+        .withColumn("click", F.coalesce("click", F.lit(0)))
+        .withColumn("conversion", F.coalesce("conversion", F.lit(0)))
     )
 
 
@@ -95,7 +103,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     """gold.samples[dt] and silver.sequence_state[dt] from the day's events and the prior state."""
     f = settings.features
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
-    impressions = labelled_impressions(events, f.attribution_hours).cache()
+    impressions = labelled_impressions(events, f.attribution_hours)
     clicks = (
         tables.read(spark, tables.SILVER_BEHAVIORS, settings)
         .where((F.col("dt") == dt) & (F.col("behavior_type") == "click"))
@@ -170,8 +178,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     )
     tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
     write_state(spark, settings, next_state(prev, changed), dt)
-    for frame in (prev, impressions):
-        frame.unpersist()
+    prev.unpersist()
     spark.catalog.clearCache()  # the day's click sequences cached by sequences_for_day
     return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
 

@@ -140,12 +140,17 @@ def sequences_for_day(
         seeds, allowMissingColumns=True
     )
     # A late impression may precede clicks carried in the state: keep only what came before.
+    # The list is in time order, so only a list whose last click is not before the impression
+    # needs the element-wise filter.
+    hist = F.coalesce("hist", F.array().cast(SEQUENCE))
     out = (
         union.withColumn("hist", F.last("seq", ignorenulls=True).over(before))
         .where(F.col("kind") == 0)
         .withColumn(
             "hist",
-            F.filter(F.coalesce("hist", F.array().cast(SEQUENCE)), lambda x: x["ts"] < F.col("ts")),
+            F.when(
+                F.coalesce(F.try_element_at(hist, F.lit(-1))["ts"] < F.col("ts"), F.lit(True)), hist
+            ).otherwise(F.filter(hist, lambda x: x["ts"] < F.col("ts"))),
         )
         .drop("ts", "kind", "seq")
     )
@@ -167,13 +172,11 @@ def next_state(prev: DataFrame, changed: DataFrame) -> DataFrame:
 
 
 def write_state(spark: SparkSession, settings: Settings, state: DataFrame, dt: str) -> None:
+    """Write the state of day dt and drop the days past retention in the same commit."""
     out = state.withColumn("dt", F.lit(dt))
-    tables.replace_partition(out, tables.SILVER_SEQUENCE_STATE, settings, f"dt = '{dt}'")
     oldest = day_offset(dt, -settings.features.state_retention_days)
-    from delta.tables import DeltaTable
-
-    DeltaTable.forPath(spark, tables.SILVER_SEQUENCE_STATE.path(settings)).delete(
-        F.col("dt") < oldest
+    tables.replace_partition(
+        out, tables.SILVER_SEQUENCE_STATE, settings, f"dt = '{dt}' OR dt < '{oldest}'"
     )
 
 
