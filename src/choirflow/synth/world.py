@@ -91,6 +91,9 @@ class World:
     oracle_impressions: pd.DataFrame  # event_id, p_click, p_convert and the logit's parts
     oracle_users: pd.DataFrame  # user_id, coarse_group, fine_group, sessions_per_day
     summary: dict = field(default_factory=dict)
+    # The generator's hidden parameters (item content, group interests and affinities,
+    # attribute tables), for analyses such as the best predictor from observable history.
+    latent: dict = field(default_factory=dict)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -108,20 +111,24 @@ def _make_users(cfg: WorldConfig, rng: np.random.Generator) -> tuple[pd.DataFram
     fine = rng.integers(0, cfg.fine_groups, size=n)
     coarse = fine // cfg.fine_per_coarse
     noise = rng.normal(size=(n, cfg.latent_dim))
+    group_interest = _unit(coarse_centers[coarse] + 0.8 * fine_offsets[fine])
     interest = _unit(coarse_centers[coarse] + 0.8 * fine_offsets[fine] + 0.45 * noise)
 
     # Demographics tied to the latent groups: each group has a peaked attribute distribution.
-    def attribute(values: list[str], group: np.ndarray, n_groups: int) -> np.ndarray:
+    attribute_probs: dict[str, np.ndarray] = {}
+
+    def attribute(name: str, values: list[str], group: np.ndarray, n_groups: int) -> np.ndarray:
         probs = rng.dirichlet(np.full(len(values), 0.4), size=n_groups)
+        attribute_probs[name] = probs
         cum = probs.cumsum(axis=1)[group]
         idx = (rng.random(n)[:, None] > cum).sum(axis=1)
         out = np.asarray(values, dtype=object)[np.minimum(idx, len(values) - 1)]
         out[rng.random(n) < cfg.missing_attribute_rate] = None
         return out
 
-    age = attribute(AGE_BANDS, coarse, cfg.coarse_groups)
-    gender = attribute(GENDERS, fine, cfg.fine_groups)
-    tier = attribute(CITY_TIERS, coarse, cfg.coarse_groups)
+    age = attribute("age_band", AGE_BANDS, coarse, cfg.coarse_groups)
+    gender = attribute("gender", GENDERS, fine, cfg.fine_groups)
+    tier = attribute("city_tier", CITY_TIERS, coarse, cfg.coarse_groups)
     signup = [cfg.start - timedelta(days=int(d)) for d in rng.integers(1, 900, size=n)]
     signup_arr = np.asarray(signup, dtype=object)
     signup_arr[rng.random(n) < cfg.missing_attribute_rate / 2] = None
@@ -137,6 +144,11 @@ def _make_users(cfg: WorldConfig, rng: np.random.Generator) -> tuple[pd.DataFram
     )
     latent = {
         "interest": interest,
+        "group_interest": group_interest,
+        "fine_group_interest": _unit(
+            coarse_centers[np.arange(cfg.fine_groups) // cfg.fine_per_coarse] + 0.8 * fine_offsets
+        ),
+        "attribute_probs": attribute_probs,  # per group (coarse for age and tier, fine for gender)
         "coarse": coarse,
         "fine": fine,
         "sessions_per_day": sessions_per_day,
@@ -275,6 +287,10 @@ def generate_world(cfg: WorldConfig) -> World:
         + pos_bias[positions]
     )
     p_click = _sigmoid(logit)
+    # The same click model with each user's interest replaced by their fine group's: the best
+    # a model can do that knows every user's group but has learnt nothing about the user.
+    group_interest_term = np.einsum("ij,ij->i", content[rows_item], u["group_interest"][rows_user])
+    p_click_group = _sigmoid(logit + cfg.w_interest * (group_interest_term - interest_term))
     price_term = -0.5 * np.log(it["price"][rows_item] / median_price)
     p_convert = _sigmoid(
         cfg.conversion_bias + 1.5 * interest_term + price_term + 0.4 * affinity_term
@@ -330,6 +346,7 @@ def generate_world(cfg: WorldConfig) -> World:
         {
             "event_id": imp.loc[np.arange(len(rows_time)), "event_id"].to_numpy(),
             "p_click": p_click,
+            "p_click_group": p_click_group,
             "p_convert_given_click": p_convert,
             "clicked": clicked_all,
             "interest_term": interest_term,
@@ -364,6 +381,13 @@ def generate_world(cfg: WorldConfig) -> World:
     ]
     raw_events = raw_events.astype({"position": "Int64"})
     world = World(cfg, users, items, raw_events, oracle, oracle_users)
+    world.latent = {
+        "users": u,
+        "items": it,
+        "affinity": affinity,
+        "position_bias": pos_bias,
+        "item_index": rows_item,
+    }
     world.summary = summarize(world)
     return world
 
@@ -399,6 +423,9 @@ def summarize(world: World) -> dict:
         "late_events": int((ev["ingestion_time"].dt.date != ev["event_time"].dt.date).sum()),
         "oracle_auc": _auc(
             world.oracle_impressions["clicked"], world.oracle_impressions["p_click"]
+        ),
+        "group_oracle_auc": _auc(
+            world.oracle_impressions["clicked"], world.oracle_impressions["p_click_group"]
         ),
     }
 
