@@ -68,6 +68,25 @@ def attribute_log_prior(world) -> np.ndarray:
     return out
 
 
+def user_category_ctr(
+    world, history: pd.DataFrame, target: pd.DataFrame, prior_weight: float = 5.0
+) -> np.ndarray:
+    """A plain count feature for comparison: the user's click rate on the target item's top
+    category before the day, shrunk towards that category's overall rate."""
+    top = world.latent["items"]["top"]
+    past = history.assign(top=top[history["item_idx"].to_numpy()])
+    overall = past.groupby("top")["clicked"].mean()
+    counts = past.groupby(["user_idx", "top"])["clicked"].agg(["sum", "count"])
+    keys = pd.MultiIndex.from_arrays(
+        [target["user_idx"].to_numpy(), top[target["item_idx"].to_numpy()]]
+    )
+    mine = counts.reindex(keys).fillna(0.0)
+    base = overall.reindex(keys.get_level_values(1)).fillna(overall.mean()).to_numpy()
+    return (mine["sum"].to_numpy() + prior_weight * base) / (
+        mine["count"].to_numpy() + prior_weight
+    )
+
+
 def bounds(world, eval_day: str) -> dict:
     from sklearn.metrics import roc_auc_score
 
@@ -90,6 +109,7 @@ def bounds(world, eval_day: str) -> dict:
     p_by_group = 1.0 / (1.0 + np.exp(-group_logits(world, target)))
     p_history = (posterior[target["user_idx"].to_numpy()] * p_by_group).sum(axis=1)
     y = target["clicked"].to_numpy()
+    category_ctr = user_category_ctr(world, history, target)
     fine = world.oracle_users["fine_group"].to_numpy()
     map_right = (
         posterior.argmax(axis=1)[target["user_idx"].to_numpy()]
@@ -103,6 +123,7 @@ def bounds(world, eval_day: str) -> dict:
         "group_oracle_auc": round(float(roc_auc_score(y, target["p_click_group"])), 4),
         "history_bound_auc": round(float(roc_auc_score(y, p_history)), 4),
         "group_identified_share": round(float(map_right.mean()), 3),
+        "user_category_ctr_auc": round(float(roc_auc_score(y, category_ctr)), 4),
     }
 
 
