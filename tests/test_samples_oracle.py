@@ -223,3 +223,9 @@ def test_state_write_drops_days_past_retention_in_the_same_commit(spark, setting
 
     history = DeltaTable.forPath(spark, tables.SILVER_SEQUENCE_STATE.path(local)).history()
     assert history.count() == len(days)
+    # A backfill of an earlier day drops only days older than its own retention window.
+    write_state(spark, local, state.limit(1), "2026-11-04")
+    table = tables.read(spark, tables.SILVER_SEQUENCE_STATE, local)
+    kept = sorted(r.dt for r in table.select("dt").distinct().collect())
+    assert kept == ["2026-11-03", "2026-11-04", "2026-11-05"]
+    assert table.where("dt = '2026-11-04'").count() == 1

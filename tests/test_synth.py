@@ -110,5 +110,5 @@ def test_conversions_follow_a_click_of_the_same_request(world):
 def test_oracle_probabilities_are_informative(world):
     assert world.summary["oracle_auc"] > 0.7
     # Each user's own interest adds to their group's: knowing the group alone ranks worse.
-    assert 0.6 < world.summary["group_oracle_auc"] < world.summary["oracle_auc"] - 0.01
+    assert 0.6 < world.summary["group_oracle_auc"] < world.summary["oracle_auc"]
     assert 0.03 < world.summary["ctr"] < 0.3
