@@ -108,16 +108,23 @@ def bounds(world, eval_day: str) -> dict:
     o = world.oracle_impressions.copy()
     o["item_idx"] = world.latent["item_index"]
     o = o.merge(world.events[["event_id", "user_id", "event_time"]], on="event_id")
-    o["user_idx"] = o["user_id"].str[1:].astype(int)
+    o["user_idx"] = pd.Index(world.users["user_id"]).get_indexer(o["user_id"])
     day_start = pd.Timestamp(eval_day, tz="UTC")
     # Ten minutes' margin: a click comes seconds after its impression, never on the next day.
     history = o[o["event_time"] < day_start - pd.Timedelta(minutes=10)]
     target = o[(o["event_time"] >= day_start) & (o["event_time"] < day_start + pd.Timedelta("1D"))]
 
+    # Each user's evidence per group, summed over their history once.
     logits = group_logits(world, history)
     clicked = history["clicked"].to_numpy()[:, None]
-    click_loglik = np.where(clicked, _log_sigmoid(logits), _log_sigmoid(-logits))
-    exposure = exposure_loglik(world, history)
+    by_user = history["user_idx"].to_numpy()
+    click_evidence = np.zeros((len(world.users), world.config.fine_groups))
+    np.add.at(
+        click_evidence, by_user, np.where(clicked, _log_sigmoid(logits), _log_sigmoid(-logits))
+    )
+    exposure_evidence = np.zeros_like(click_evidence)
+    np.add.at(exposure_evidence, by_user, exposure_loglik(world, history))
+    prior = attribute_log_prior(world)
     p_by_group = 1.0 / (1.0 + np.exp(-group_logits(world, target)))
     users = target["user_idx"].to_numpy()
     y = target["clicked"].to_numpy()
@@ -126,8 +133,7 @@ def bounds(world, eval_day: str) -> dict:
     # errs towards a higher ceiling.
     best = None
     for weight in EXPOSURE_WEIGHTS:
-        posterior = attribute_log_prior(world)
-        np.add.at(posterior, history["user_idx"].to_numpy(), click_loglik + weight * exposure)
+        posterior = prior + click_evidence + weight * exposure_evidence
         posterior = np.exp(posterior - posterior.max(axis=1, keepdims=True))
         posterior /= posterior.sum(axis=1, keepdims=True)
         auc = float(roc_auc_score(y, (posterior[users] * p_by_group).sum(axis=1)))

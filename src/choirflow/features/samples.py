@@ -177,7 +177,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         )
     )
     tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
-    write_state(spark, settings, next_state(prev, changed), dt)
+    write_state(settings, next_state(prev, changed), dt)
     prev.unpersist()
     spark.catalog.clearCache()  # the day's click sequences cached by sequences_for_day
     return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()

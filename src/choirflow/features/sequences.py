@@ -171,7 +171,7 @@ def next_state(prev: DataFrame, changed: DataFrame) -> DataFrame:
     return kept.select("user_id", "seq").unionByName(changed.select("user_id", "seq"))
 
 
-def write_state(spark: SparkSession, settings: Settings, state: DataFrame, dt: str) -> None:
+def write_state(settings: Settings, state: DataFrame, dt: str) -> None:
     """Write the state of day dt and drop the days past retention in the same commit."""
     out = state.withColumn("dt", F.lit(dt))
     oldest = day_offset(dt, -settings.features.state_retention_days)

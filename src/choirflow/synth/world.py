@@ -111,7 +111,9 @@ def _make_users(cfg: WorldConfig, rng: np.random.Generator) -> tuple[pd.DataFram
     fine = rng.integers(0, cfg.fine_groups, size=n)
     coarse = fine // cfg.fine_per_coarse
     noise = rng.normal(size=(n, cfg.latent_dim))
-    group_interest = _unit(coarse_centers[coarse] + 0.8 * fine_offsets[fine])
+    fine_group_interest = _unit(
+        coarse_centers[np.arange(cfg.fine_groups) // cfg.fine_per_coarse] + 0.8 * fine_offsets
+    )
     interest = _unit(coarse_centers[coarse] + 0.8 * fine_offsets[fine] + 0.45 * noise)
 
     # Demographics tied to the latent groups: each group has a peaked attribute distribution.
@@ -144,10 +146,7 @@ def _make_users(cfg: WorldConfig, rng: np.random.Generator) -> tuple[pd.DataFram
     )
     latent = {
         "interest": interest,
-        "group_interest": group_interest,
-        "fine_group_interest": _unit(
-            coarse_centers[np.arange(cfg.fine_groups) // cfg.fine_per_coarse] + 0.8 * fine_offsets
-        ),
+        "fine_group_interest": fine_group_interest,
         "attribute_probs": attribute_probs,  # per group (coarse for age and tier, fine for gender)
         "coarse": coarse,
         "fine": fine,
@@ -289,7 +288,8 @@ def generate_world(cfg: WorldConfig) -> World:
     p_click = _sigmoid(logit)
     # The same click model with each user's interest replaced by their fine group's: the best
     # a model can do that knows every user's group but has learnt nothing about the user.
-    group_interest_term = np.einsum("ij,ij->i", content[rows_item], u["group_interest"][rows_user])
+    group_interest = u["fine_group_interest"][u["fine"][rows_user]]
+    group_interest_term = np.einsum("ij,ij->i", content[rows_item], group_interest)
     p_click_group = _sigmoid(logit + cfg.w_interest * (group_interest_term - interest_term))
     price_term = -0.5 * np.log(it["price"][rows_item] / median_price)
     p_convert = _sigmoid(
