@@ -112,6 +112,19 @@ def seed_history(spark, settings, world, history_days: list[str]) -> None:
         spark.createDataFrame(daily).write.format("delta").partitionBy("dt").mode("overwrite").save(
             table.path(settings)
         )
+    shown = ev[ev["event_type"] != "conversion"].merge(items, on="item_id", how="left")
+    exposure = (
+        shown.assign(
+            top_category=shown["category_path"].str.split("/").str[0].fillna("unknown"),
+            impressions=(shown.event_type == "impression").astype("int64"),
+            clicks=(shown.event_type == "click").astype("int64"),
+        )
+        .groupby(["user_id", "top_category", "dt"], as_index=False)[["impressions", "clicks"]]
+        .sum()
+    )
+    spark.createDataFrame(exposure).write.format("delta").partitionBy("dt").mode("overwrite").save(
+        tables.SILVER_USER_CATEGORY_EXPOSURE.path(settings)
+    )
     last = history_days[-1]
     clicks = behaviors.where(F.col("behavior_type") == "click")
     state = state_from_clicks(clicks, settings.features.max_seq_len).withColumn("dt", F.lit(last))
@@ -123,7 +136,11 @@ def seed_history(spark, settings, world, history_days: list[str]) -> None:
 
 def run_case(history: int, args) -> dict:
     from choirflow.config import load_settings
-    from choirflow.features.activity import build_daily_activity, build_user_features
+    from choirflow.features.activity import (
+        build_daily_activity,
+        build_user_category_exposure,
+        build_user_features,
+    )
     from choirflow.features.item_embeddings import build_item_embeddings
     from choirflow.features.samples import build_behaviors, build_samples
     from choirflow.ingest.raw import ingest_events
@@ -168,6 +185,7 @@ def run_case(history: int, args) -> dict:
         t1 = time.perf_counter()
         build_behaviors(spark, settings, day)
         build_daily_activity(spark, settings, day)
+        build_user_category_exposure(spark, settings, day)
         build_user_features(spark, settings, day)
         build_item_embeddings(spark, settings, day)
         timings["silver_s"] = time.perf_counter() - t1

@@ -1,6 +1,7 @@
-"""Oracle test for the temporal counts: rolling user activity and item popularity levels,
-recomputed in plain pandas from the raw events and checked against the Spark jobs on random
-days with gaps (days without events) and keys that fall out of the windows."""
+"""Oracle test for the temporal counts: rolling user activity, item popularity levels and the
+user x top-category rate levels, recomputed in plain pandas from the raw events and checked
+against the Spark jobs on random days with gaps (days without events), keys that fall out of
+the windows and an item that changes category."""
 
 from datetime import date, timedelta
 
@@ -39,10 +40,57 @@ def oracle_level(count: int) -> int:
     return min(int(np.floor(np.log2(count + 1))), 10)
 
 
+# Item deliveries: i1 moves from top category b to c on DAYS[6]; i8 is never delivered.
+ITEM_HISTORY = pd.DataFrame(
+    {
+        "item_id": [f"i{i}" for i in range(8)] + ["i1"],
+        "category_path": ["a/x", "b/y", "b/z", "c/x", "a/y", "c/z", "d/x", "a/z", "c/y"],
+        "updated_at": pd.to_datetime(["2026-09-01"] * 8 + [DAYS[6]]),
+        "dt": [DAYS[0]] * 8 + [DAYS[6]],
+    }
+)
+
+
+def oracle_top_category(item_id: str, day: str) -> str:
+    known = ITEM_HISTORY[(ITEM_HISTORY.item_id == item_id) & (ITEM_HISTORY.dt <= day)]
+    if known.empty:
+        return "unknown"
+    return known.sort_values("dt").category_path.iloc[-1].split("/")[0]
+
+
+def oracle_exposure(events: pd.DataFrame) -> pd.DataFrame:
+    """Per user, top category (as of each event's day) and day: impressions and clicks."""
+    shown = events[events.event_type.isin(["impression", "click"])].copy()
+    shown["top_category"] = [
+        oracle_top_category(item, day) for item, day in zip(shown.item_id, shown.dt, strict=True)
+    ]
+    shown["impressions"] = (shown.event_type == "impression").astype(int)
+    shown["clicks"] = (shown.event_type == "click").astype(int)
+    return shown.groupby(["user_id", "top_category", "dt"], as_index=False)[
+        ["impressions", "clicks"]
+    ].sum()
+
+
+def oracle_category_rates(events: pd.DataFrame, dt: str) -> pd.DataFrame:
+    """The slow, obvious version of user_category_rates_before."""
+    exposure = oracle_exposure(events)
+    first = str(date.fromisoformat(dt) - timedelta(days=30))
+    inside = exposure[(exposure.dt >= first) & (exposure.dt < dt)]
+    pairs = inside.groupby(["user_id", "top_category"])[["impressions", "clicks"]].sum()
+    by_category = pairs.groupby(level="top_category").sum()
+    rows = {}
+    for (user, top), (shown, clicked) in pairs[["impressions", "clicks"]].iterrows():
+        base = (by_category.loc[top, "clicks"] + 1) / (by_category.loc[top, "impressions"] + 2)
+        rate = (clicked + 5 * base) / (shown + 5)
+        lift = int(np.floor(np.log(rate / base) / np.log(2) * 4)) + 9
+        rows[(user, top)] = (min(max(lift, 1), 17), oracle_level(shown))
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["ctr_level", "impressions_level"])
+
+
 @pytest.fixture(scope="module")
 def activity(spark, settings, tmp_path_factory):
     from choirflow import tables
-    from choirflow.features.activity import build_daily_activity
+    from choirflow.features.activity import build_daily_activity, build_user_category_exposure
 
     local = settings.model_copy(
         update={
@@ -54,8 +102,12 @@ def activity(spark, settings, tmp_path_factory):
     events = _events(9)
     frame = spark.createDataFrame(events)
     frame.write.format("delta").partitionBy("dt").save(tables.BRONZE_EVENTS.path(local))
+    spark.createDataFrame(ITEM_HISTORY).write.format("delta").partitionBy("dt").save(
+        tables.BRONZE_ITEM_HISTORY.path(local)
+    )
     for dt in DAYS:
         build_daily_activity(spark, local, dt)
+        build_user_category_exposure(spark, local, dt)
     return local, events
 
 
@@ -95,3 +147,31 @@ def test_item_popularity_levels_match_the_oracle(spark, activity, dt):
         assert got.loc[item, "views_level"] == oracle_level(int(views.get(item, 0))), item
         assert got.loc[item, "likes_level"] == oracle_level(int(likes.get(item, 0))), item
     assert got["views_level"].max() == 10 and got["views_level"].min() <= 3
+
+
+def test_user_category_exposure_matches_the_oracle(spark, activity):
+    """Counts per user and top category, with each day's category as of that day."""
+    from choirflow import tables
+
+    local, events = activity
+    got = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, local).toPandas()
+    key = ["user_id", "top_category", "dt"]
+    got = got.set_index(key).sort_index()[["impressions", "clicks"]]
+    expected = oracle_exposure(events).set_index(key).sort_index()
+    assert got.to_dict() == expected.to_dict()
+    assert {"unknown", "c", "b"} <= set(got.index.get_level_values("top_category"))
+
+
+@pytest.mark.parametrize("dt", [DAYS[4], DAYS[9], DAYS[-1]])
+def test_user_category_rate_levels_match_the_oracle(spark, activity, dt):
+    """Levels come from the 30 days before dt, shrunk towards the category's rate."""
+    from choirflow.features.activity import user_category_rates_before
+
+    local, events = activity
+    got = user_category_rates_before(spark, local, dt).toPandas()
+    got = got.set_index(["user_id", "item_top_category"]).sort_index()
+    expected = oracle_category_rates(events, dt).sort_index()
+    assert list(got.index) == list(expected.index)
+    assert got["user_category_ctr_level"].tolist() == expected["ctr_level"].tolist()
+    assert got["user_category_impressions_level"].tolist() == expected["impressions_level"].tolist()
+    assert got["user_category_ctr_level"].nunique() >= 3  # the levels spread, not one value

@@ -22,7 +22,11 @@ from pyspark.sql import types as T
 from choirflow import tables
 from choirflow.config import Settings, load_settings
 from choirflow.evaluate import metrics
-from choirflow.features.activity import build_daily_activity, build_user_features
+from choirflow.features.activity import (
+    build_daily_activity,
+    build_user_category_exposure,
+    build_user_features,
+)
 from choirflow.features.item_embeddings import build_item_embeddings
 from choirflow.features.samples import build_behaviors, build_samples
 from choirflow.groups.inputs import build_user_category_daily
@@ -92,6 +96,8 @@ def build_features(
         with _timed(seconds, "behaviors"):
             out["silver.behaviors"] = build_behaviors(spark, settings, dt)
             build_daily_activity(spark, settings, dt)
+            exposure = build_user_category_exposure(spark, settings, dt)
+            out["silver.user_category_exposure"] = exposure
             out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
     if "item_embeddings" in steps:
         with _timed(seconds, "item_embeddings"):

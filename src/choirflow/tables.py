@@ -50,6 +50,10 @@ SILVER_USER_DAILY = Table(
     "silver", "user_daily_activity", ("dt",), ("user_id",), "per-user counts of one day"
 )
 SILVER_ITEM_DAILY = Table("silver", "item_daily_stats", ("dt",), ("item_id",), "per-item counts")
+SILVER_USER_CATEGORY_EXPOSURE = Table(
+    "silver", "user_category_exposure", ("dt",), ("user_id", "top_category"),
+    "per-user impressions and clicks per top category of one day",
+)  # fmt: skip
 SILVER_SEQUENCE_STATE = Table(
     "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt"
 )
@@ -104,6 +108,7 @@ ALL_TABLES = [
     SILVER_BEHAVIORS,
     SILVER_USER_DAILY,
     SILVER_ITEM_DAILY,
+    SILVER_USER_CATEGORY_EXPOSURE,
     SILVER_SEQUENCE_STATE,
     SILVER_USER_FEATURES,
     SILVER_ITEM_EMBEDDINGS,

@@ -43,7 +43,11 @@ def build_daily_activity(spark: SparkSession, settings: Settings, dt: str) -> No
 
 
 def rolling_sums(
-    daily: DataFrame, key: str, last_day: str, windows: tuple[int, ...], columns: tuple[str, ...]
+    daily: DataFrame,
+    key: str | list[str],
+    last_day: str,
+    windows: tuple[int, ...],
+    columns: tuple[str, ...],
 ) -> DataFrame:
     """key, <column>_<w>d for each window: sums over the w days ending at last_day (inclusive)."""
     first = day_offset(last_day, -(max(windows) - 1))
@@ -55,7 +59,8 @@ def rolling_sums(
             aggs.append(
                 F.sum(F.when(in_window, F.col(c)).otherwise(0)).cast("long").alias(f"{c}_{w}d")
             )
-    return scoped.groupBy(key).agg(*aggs)
+    keys = [key] if isinstance(key, str) else key
+    return scoped.groupBy(*keys).agg(*aggs)
 
 
 def activity_bucket(clicks: Column, settings: Settings) -> Column:
@@ -103,4 +108,72 @@ def item_popularity_before(spark: SparkSession, settings: Settings, dt: str) -> 
         "item_id",
         level(F.col(f"impressions_{POPULARITY_WINDOW_DAYS}d")).alias("views_level"),
         level(F.col(f"clicks_{POPULARITY_WINDOW_DAYS}d")).alias("likes_level"),
+    )
+
+
+def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: str) -> int:
+    """silver.user_category_exposure[dt]: impressions and clicks per user and top category.
+
+    silver.behaviors holds clicks only; a user shown a category many times who never clicks
+    it says as much about their taste as a click does, and only the impressions show it."""
+    events = (
+        tables.read(spark, tables.BRONZE_EVENTS, settings)
+        .where(F.col("dt") == dt)
+        .where(F.col("event_type").isin("impression", "click"))
+    )
+    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
+        "item_id", F.split("category_path", "/").getItem(0).alias("top_category")
+    )
+    daily = (
+        events.join(F.broadcast(items), "item_id", "left")
+        .withColumn("top_category", F.coalesce("top_category", F.lit("unknown")))
+        .groupBy("user_id", "top_category")
+        .agg(_count("impression").alias("impressions"), _count("click").alias("clicks"))
+        .withColumn("dt", F.lit(dt))
+    )
+    table = tables.SILVER_USER_CATEGORY_EXPOSURE
+    tables.replace_partition(daily, table, settings, f"dt = '{dt}'")
+    return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
+
+
+CATEGORY_RATE_WINDOW_DAYS = 30
+CATEGORY_RATE_PRIOR_IMPRESSIONS = 5.0  # a few impressions move the rate only a little
+LIFT_STEPS_PER_DOUBLING = 4
+MAX_LIFT_LEVEL = 17  # 1..17 from a 1/4 to a 4 times the category's rate; 0 = never shown
+
+
+def lift_level(rate: Column, base: Column) -> Column:
+    """1..17: the rate over the base on a log2 scale in quarter steps, 9 = the base itself."""
+    steps = F.floor(F.log2(rate / base) * LIFT_STEPS_PER_DOUBLING) + 9
+    return F.least(F.greatest(steps, F.lit(1)), F.lit(MAX_LIFT_LEVEL)).cast("int")
+
+
+def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
+    """user_id, item_top_category and two levels from the 30 days before dt: how often the
+    user clicked the category when shown it, against everyone's rate on that category
+    (user_category_ctr_level), and how often they were shown it (user_category_impressions_level).
+
+    The user's rate is shrunk towards the category's: (clicks + k * base) / (impressions + k)."""
+    ddl = (
+        "user_id string, item_top_category string, user_category_ctr_level int, "
+        "user_category_impressions_level int"
+    )
+    if not tables.exists(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings):
+        return spark.createDataFrame([], ddl)
+    w = CATEGORY_RATE_WINDOW_DAYS
+    daily = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
+    sums = rolling_sums(
+        daily, ["user_id", "top_category"], day_offset(dt, -1), (w,), ("impressions", "clicks")
+    ).where((F.col(f"impressions_{w}d") > 0) | (F.col(f"clicks_{w}d") > 0))
+    # One click and two impressions of smoothing keep a never-clicked category's rate above 0.
+    base = sums.groupBy("top_category").agg(
+        ((F.sum(f"clicks_{w}d") + 1) / (F.sum(f"impressions_{w}d") + 2)).alias("_base")
+    )
+    k = CATEGORY_RATE_PRIOR_IMPRESSIONS
+    rate = (F.col(f"clicks_{w}d") + k * F.col("_base")) / (F.col(f"impressions_{w}d") + k)
+    return sums.join(F.broadcast(base), "top_category").select(
+        "user_id",
+        F.col("top_category").alias("item_top_category"),
+        lift_level(rate, F.col("_base")).alias("user_category_ctr_level"),
+        level(F.col(f"impressions_{w}d")).alias("user_category_impressions_level"),
     )

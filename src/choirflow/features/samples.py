@@ -14,7 +14,11 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset, item_popularity_before
+from choirflow.features.activity import (
+    day_offset,
+    item_popularity_before,
+    user_category_rates_before,
+)
 from choirflow.features.sequences import (
     empty_state,
     next_state,
@@ -130,11 +134,13 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         price_bucket(F.col("price")).alias("price_bucket"),
     )
     popularity = item_popularity_before(spark, settings, dt)
+    category_rates = user_category_rates_before(spark, settings, dt)
     gaps = F.col("hist_gap_seconds")
     out = (
         with_hist.join(F.broadcast(users), "user_id", "left")
         .join(F.broadcast(items), "item_id", "left")
         .join(F.broadcast(popularity), "item_id", "left")
+        .join(F.broadcast(category_rates), ["user_id", "item_top_category"], "left")
         .join(F.broadcast(user_prev), "user_id", "left")
         .join(F.broadcast(_groups_before(spark, settings, dt)), "user_id", "left")
         .select(
@@ -159,6 +165,10 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
             "price_bucket",
             F.coalesce("views_level", F.lit(0)).alias("views_level"),
             F.coalesce("likes_level", F.lit(0)).alias("likes_level"),
+            F.coalesce("user_category_ctr_level", F.lit(0)).alias("user_category_ctr_level"),
+            F.coalesce("user_category_impressions_level", F.lit(0)).alias(
+                "user_category_impressions_level"
+            ),
             "hist_item_ids",
             "hist_categories",
             "hist_gap_seconds",

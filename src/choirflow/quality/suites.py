@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from choirflow.contracts import Contract, load_contract
+from choirflow.features.activity import MAX_LEVEL, MAX_LIFT_LEVEL
 
 HARD = {"severity": "hard"}
 SOFT = {"severity": "soft"}
@@ -147,6 +148,12 @@ def gold_samples_suite(
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="activity_bucket", value_set=["low", "mid", "high"], meta=HARD
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="user_category_ctr_level", min_value=0, max_value=MAX_LIFT_LEVEL, meta=HARD
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="user_category_impressions_level", min_value=0, max_value=MAX_LEVEL, meta=HARD
         ),
     ]
     expectations += volume_expectation(previous_counts, tolerance)

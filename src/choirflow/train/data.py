@@ -23,6 +23,8 @@ CATEGORICAL_FIELDS: tuple[str, ...] = (
     "price_bucket",
     "views_level",
     "likes_level",
+    "user_category_ctr_level",
+    "user_category_impressions_level",
     "age_band",
     "gender",
     "city_tier",
@@ -65,7 +67,9 @@ SAMPLE_COLUMNS = [
     *GROUP_SEQUENCE_FIELDS,
     *DENSE_FIELDS,
 ]
-OPTIONAL_COLUMNS = (*GROUP_FIELDS, *GROUP_SEQUENCE_FIELDS, *DENSE_FIELDS)
+# Columns gold.samples gained later (and importers may lack): absent means padding (or 0).
+USER_CATEGORY_FIELDS = ("user_category_ctr_level", "user_category_impressions_level")
+OPTIONAL_COLUMNS = (*GROUP_FIELDS, *GROUP_SEQUENCE_FIELDS, *DENSE_FIELDS, *USER_CATEGORY_FIELDS)
 
 
 def _tables() -> dict[str, list[str]]:
@@ -79,7 +83,8 @@ def _tables() -> dict[str, list[str]]:
 
 
 def with_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tables written before groups existed (or by importers) lack the group columns."""
+    """Tables written before groups (or the user x category levels) existed, or by importers,
+    lack those columns."""
     frame = frame.copy()
     for column in OPTIONAL_COLUMNS:
         if column not in frame:
