@@ -16,7 +16,7 @@ python3 benchmarks/train.py --bundle $BUNDLE --device cuda --batch-size 1024 --e
   --output "$OUT/train_cuda_b1024.json" 2>&1 | grep -v Warning | tail -12
 python3 benchmarks/train.py --bundle $BUNDLE --device cuda --batch-size 8192 --epochs 3 \
   --output "$OUT/train_cuda_b8192.json" 2>&1 | grep -v Warning | tail -12
-python3 benchmarks/quality.py --bundle $BUNDLE --device cuda --seeds 0,1,2 --epochs 6 --learning-rate 0.001 \
+python3 benchmarks/quality.py --bundle $BUNDLE --device cuda --seeds "${QUALITY_SEEDS:-0,1,2}" --epochs 6 --learning-rate 0.001 \
   --output "$OUT/quality_cuda.json" 2>&1 | tail -60
 # DDP through torchrun on CUDA: two ranks share the one GPU, so gloo instead of NCCL.
 CHOIRFLOW_DDP_BACKEND=gloo torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py "$OUT" din cuda 2>&1 | tail -5
