@@ -11,6 +11,9 @@ click probabilities give the ceiling (oracle AUC). The paper claims checked:
 - the best model's AUC is within 0.01 of the oracle AUC (`best_auc_gap_to_oracle`).
 
     python benchmarks/quality.py --bundle benchmarks/data/demo.npz [--seeds 0,1,2 --epochs 6]
+
+`--without f1,f2` blanks categorical fields to padding in every split: an ablation of what
+those inputs add, on the same rows and seeds.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from samples_bundle import load  # noqa: E402
 
 from choirflow.evaluate import metrics  # noqa: E402
 from choirflow.models import build_model  # noqa: E402
+from choirflow.train.data import CATEGORICAL_FIELDS, PAD  # noqa: E402
 from choirflow.train.loop import load_model_config, pick_device, predict, train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
@@ -77,9 +81,17 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument(
+        "--without", default="", help="categorical fields blanked to padding everywhere (ablation)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     splits, sizes, vectors, p_click, meta = load(args.bundle)
+    without = [name for name in args.without.split(",") if name]
+    for name in without:
+        column = CATEGORICAL_FIELDS.index(name)  # an unknown name fails here, before training
+        for split in splits.values():
+            split.categorical[:, column] = PAD  # the padding row is zero and never trained
     device = pick_device(args.device)
     ev = splits["eval"]
     known = ~np.isnan(p_click)
@@ -145,6 +157,7 @@ def main() -> None:
         + (torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"),
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
         "data": meta,
+        "without_fields": without,
         "oracle": {k: round(v, 4) for k, v in oracle.items()},
         "summary": summary,
         "best_model": best,
