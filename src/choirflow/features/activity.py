@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from choirflow import tables
@@ -165,13 +165,15 @@ def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str)
     sums = rolling_sums(
         daily, ["user_id", "top_category"], day_offset(dt, -1), (w,), ("impressions", "clicks")
     ).where((F.col(f"impressions_{w}d") > 0) | (F.col(f"clicks_{w}d") > 0))
-    # One click and two impressions of smoothing keep a never-clicked category's rate above 0.
-    base = sums.groupBy("top_category").agg(
-        ((F.sum(f"clicks_{w}d") + 1) / (F.sum(f"impressions_{w}d") + 2)).alias("_base")
+    # The category's rate over a window on the pairs (not a self-join): the 30-day roll-up
+    # is computed once. One click and two impressions of smoothing keep it above 0.
+    category = Window.partitionBy("top_category")
+    base = (F.sum(f"clicks_{w}d").over(category) + 1) / (
+        F.sum(f"impressions_{w}d").over(category) + 2
     )
     k = CATEGORY_RATE_PRIOR_IMPRESSIONS
     rate = (F.col(f"clicks_{w}d") + k * F.col("_base")) / (F.col(f"impressions_{w}d") + k)
-    return sums.join(F.broadcast(base), "top_category").select(
+    return sums.withColumn("_base", base).select(
         "user_id",
         F.col("top_category").alias("item_top_category"),
         lift_level(rate, F.col("_base")).alias("user_category_ctr_level"),
