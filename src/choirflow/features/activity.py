@@ -111,6 +111,10 @@ def item_popularity_before(spark: SparkSession, settings: Settings, dt: str) -> 
     )
 
 
+def top_category(category_path: Column) -> Column:
+    return F.split(category_path, "/").getItem(0)
+
+
 def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: str) -> int:
     """silver.user_category_exposure[dt]: impressions and clicks per user and top category.
 
@@ -122,7 +126,7 @@ def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: st
         .where(F.col("event_type").isin("impression", "click"))
     )
     items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
-        "item_id", F.split("category_path", "/").getItem(0).alias("top_category")
+        "item_id", top_category(F.col("category_path")).alias("top_category")
     )
     daily = (
         events.join(F.broadcast(items), "item_id", "left")
@@ -139,12 +143,14 @@ def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: st
 CATEGORY_RATE_WINDOW_DAYS = 30
 CATEGORY_RATE_PRIOR_IMPRESSIONS = 5.0  # a few impressions move the rate only a little
 LIFT_STEPS_PER_DOUBLING = 4
-MAX_LIFT_LEVEL = 17  # 1..17 from a 1/4 to a 4 times the category's rate; 0 = never shown
+LIFT_DOUBLINGS = 2  # levels span 1/4 to 4 times the category's rate
+BASE_LIFT_LEVEL = LIFT_DOUBLINGS * LIFT_STEPS_PER_DOUBLING + 1  # 9: the category's rate
+MAX_LIFT_LEVEL = 2 * LIFT_DOUBLINGS * LIFT_STEPS_PER_DOUBLING + 1  # 17; 0 = never shown
 
 
 def lift_level(rate: Column, base: Column) -> Column:
-    """1..17: the rate over the base on a log2 scale in quarter steps, 9 = the base itself."""
-    steps = F.floor(F.log2(rate / base) * LIFT_STEPS_PER_DOUBLING) + 9
+    """1..MAX_LIFT_LEVEL: the rate over the base on a log2 scale in quarter steps."""
+    steps = F.floor(F.log2(rate / base) * LIFT_STEPS_PER_DOUBLING) + BASE_LIFT_LEVEL
     return F.least(F.greatest(steps, F.lit(1)), F.lit(MAX_LIFT_LEVEL)).cast("int")
 
 
@@ -162,9 +168,10 @@ def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str)
         return spark.createDataFrame([], ddl)
     w = CATEGORY_RATE_WINDOW_DAYS
     daily = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
+    # Every exposure row counts at least one event, so every pair in the window is non-zero.
     sums = rolling_sums(
         daily, ["user_id", "top_category"], day_offset(dt, -1), (w,), ("impressions", "clicks")
-    ).where((F.col(f"impressions_{w}d") > 0) | (F.col(f"clicks_{w}d") > 0))
+    )
     # The category's rate over a window on the pairs (not a self-join): the 30-day roll-up
     # is computed once. One click and two impressions of smoothing keep it above 0.
     category = Window.partitionBy("top_category")

@@ -17,6 +17,7 @@ from choirflow.config import Settings
 from choirflow.features.activity import (
     day_offset,
     item_popularity_before,
+    top_category,
     user_category_rates_before,
 )
 from choirflow.features.sequences import (
@@ -129,7 +130,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
         "item_id",
         F.col("category_path").alias("item_category"),
-        F.split("category_path", "/").getItem(0).alias("item_top_category"),
+        top_category(F.col("category_path")).alias("item_top_category"),
         F.col("brand").alias("item_brand"),
         price_bucket(F.col("price")).alias("price_bucket"),
     )
