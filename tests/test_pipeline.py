@@ -119,13 +119,15 @@ def test_bad_rows_go_to_quarantine_with_reasons(built, spark, settings, tmp_path
 
 
 def test_full_recomputation_equals_the_incremental_run(built, spark, settings, days):
-    """Drop the carried state and rebuild day 3 from behaviours alone: same samples."""
+    """Drop the carried states and rebuild day 3 from behaviours and exposure alone: same
+    samples."""
     from delta.tables import DeltaTable
 
     dt = days[2]
     samples = lambda: tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt)  # noqa: E731
     incremental = _checksum(samples())
-    DeltaTable.forPath(spark, tables.SILVER_SEQUENCE_STATE.path(settings)).delete(F.col("dt") < dt)
+    for state in (tables.SILVER_SEQUENCE_STATE, tables.SILVER_USER_CATEGORY_STATE):
+        DeltaTable.forPath(spark, state.path(settings)).delete(F.col("dt") < dt)
     pipeline.build_features(dt, settings)
     assert _checksum(samples()) == incremental
 

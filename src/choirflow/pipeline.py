@@ -25,6 +25,7 @@ from choirflow.evaluate import metrics
 from choirflow.features.activity import (
     build_daily_activity,
     build_user_category_exposure,
+    build_user_category_state,
     build_user_features,
 )
 from choirflow.features.item_embeddings import build_item_embeddings
@@ -98,6 +99,7 @@ def build_features(
             build_daily_activity(spark, settings, dt)
             exposure = build_user_category_exposure(spark, settings, dt)
             out["silver.user_category_exposure"] = exposure
+            out["silver.user_category_state"] = build_user_category_state(spark, settings, dt)
             out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
     if "item_embeddings" in steps:
         with _timed(seconds, "item_embeddings"):

@@ -54,6 +54,10 @@ SILVER_USER_CATEGORY_EXPOSURE = Table(
     "silver", "user_category_exposure", ("dt",), ("user_id", "top_category"),
     "per-user impressions and clicks per top category of one day",
 )  # fmt: skip
+SILVER_USER_CATEGORY_STATE = Table(
+    "silver", "user_category_state", ("dt",), ("user_id", "top_category"),
+    "per-user impressions and clicks per top category over the 30 days ending with dt",
+)  # fmt: skip
 SILVER_SEQUENCE_STATE = Table(
     "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt"
 )
@@ -109,6 +113,7 @@ ALL_TABLES = [
     SILVER_USER_DAILY,
     SILVER_ITEM_DAILY,
     SILVER_USER_CATEGORY_EXPOSURE,
+    SILVER_USER_CATEGORY_STATE,
     SILVER_SEQUENCE_STATE,
     SILVER_USER_FEATURES,
     SILVER_ITEM_EMBEDDINGS,

@@ -154,6 +154,67 @@ def lift_level(rate: Column, base: Column) -> Column:
     return F.least(F.greatest(steps, F.lit(1)), F.lit(MAX_LIFT_LEVEL)).cast("int")
 
 
+def _newest_state_day(spark: SparkSession, settings: Settings, first: str, last: str) -> str | None:
+    table = tables.SILVER_USER_CATEGORY_STATE
+    if not tables.exists(spark, table, settings):
+        return None
+    days = tables.read(spark, table, settings).where(F.col("dt").between(first, last))
+    return days.agg(F.max("dt")).first()[0]
+
+
+def category_window_sums(
+    spark: SparkSession, settings: Settings, day: str, state_until: str
+) -> DataFrame:
+    """user_id, top_category, impressions_30d, clicks_30d over the 30 days ending with day.
+
+    Carried from the newest silver.user_category_state[p] with p <= state_until inside the
+    window: its sums, plus the exposure days after p, minus the days that left the window since
+    p. So a daily run reads one state and two exposure days, whatever the history's length;
+    without a recent state the sums are rebuilt from the window's exposure rows."""
+    w = CATEGORY_RATE_WINDOW_DAYS
+    keys = ["user_id", "top_category"]
+    sums = [f"impressions_{w}d", f"clicks_{w}d"]
+    exposure = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
+    since = _newest_state_day(spark, settings, day_offset(day, -(w - 1)), state_until)
+    if since is None:
+        return rolling_sums(exposure, keys, day, (w,), ("impressions", "clicks"))
+    state = tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, settings).where(
+        F.col("dt") == since
+    )
+    if since == day:
+        return state.select(*keys, *sums)
+    entering = exposure.where((F.col("dt") > since) & (F.col("dt") <= day))
+    leaving = exposure.where(
+        (F.col("dt") > day_offset(since, -w)) & (F.col("dt") <= day_offset(day, -w))
+    )
+    carried = state.select(*keys, *sums)
+    added = entering.select(
+        *keys, F.col("impressions").alias(sums[0]), F.col("clicks").alias(sums[1])
+    )
+    dropped = leaving.select(
+        *keys, (-F.col("impressions")).alias(sums[0]), (-F.col("clicks")).alias(sums[1])
+    )
+    return (
+        carried.unionByName(added)
+        .unionByName(dropped)
+        .groupBy(*keys)
+        .agg(*(F.sum(c).cast("long").alias(c) for c in sums))
+        .where((F.col(sums[0]) > 0) | (F.col(sums[1]) > 0))
+    )
+
+
+def build_user_category_state(spark: SparkSession, settings: Settings, dt: str) -> int:
+    """silver.user_category_state[dt], carried from an earlier day's state, never dt's own: a
+    rerun of dt starts from the inputs the first run had. Days past retention are dropped."""
+    sums = category_window_sums(spark, settings, dt, state_until=day_offset(dt, -1))
+    oldest = day_offset(dt, -settings.features.state_retention_days)
+    table = tables.SILVER_USER_CATEGORY_STATE
+    tables.replace_partition(
+        sums.withColumn("dt", F.lit(dt)), table, settings, f"dt = '{dt}' OR dt < '{oldest}'"
+    )
+    return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
+
+
 def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
     """user_id, item_top_category and two levels from the 30 days before dt: how often the
     user clicked the category when shown it, against everyone's rate on that category
@@ -167,11 +228,8 @@ def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str)
     if not tables.exists(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings):
         return spark.createDataFrame([], ddl)
     w = CATEGORY_RATE_WINDOW_DAYS
-    daily = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
-    # Every exposure row counts at least one event, so every pair in the window is non-zero.
-    sums = rolling_sums(
-        daily, ["user_id", "top_category"], day_offset(dt, -1), (w,), ("impressions", "clicks")
-    )
+    day_before = day_offset(dt, -1)
+    sums = category_window_sums(spark, settings, day_before, state_until=day_before)
     # The category's rate over a window on the pairs (not a self-join): the 30-day roll-up
     # is computed once. One click and two impressions of smoothing keep it above 0.
     category = Window.partitionBy("top_category")
