@@ -112,7 +112,7 @@ def activity(spark, settings, tmp_path_factory):
     for dt in DAYS:
         build_daily_activity(spark, local, dt)
         build_user_category_exposure(spark, local, dt)
-        # Every third day: each state is carried from the one three days before it.
+        # The days with events only: each state is carried from the one three days before it.
         build_user_category_state(spark, local, dt)
     return local, events
 
@@ -195,17 +195,42 @@ def test_carried_user_category_state_matches_the_oracle(spark, activity):
     """Each kept day's state, carried from the one three days before it (plus the days that
     entered the window, minus those that left), equals the window's sums from scratch."""
     from choirflow import tables
-    from choirflow.features.activity import category_window_sums
+    from choirflow.features.activity import build_user_category_state
 
     local, events = activity
-    state = tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, local).toPandas()
-    kept = sorted(state.dt.unique())
-    assert kept == DAYS[-3:]  # retention dropped the older days
-    for day in kept:
-        got = state[state.dt == day].set_index(["user_id", "top_category"]).sort_index()
+
+    def kept_states() -> dict[str, pd.DataFrame]:
+        state = tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, local).toPandas()
+        return {
+            day: rows.set_index(["user_id", "top_category"]).sort_index()
+            for day, rows in state.groupby("dt")
+        }
+
+    kept = kept_states()
+    assert sorted(kept) == DAYS[-3:]  # retention dropped the older days
+    for day, got in kept.items():
         expected = oracle_window_exposure(events, day)
         assert got[expected.columns].to_dict() == expected.to_dict(), day
-    # Rebuilt from the exposure rows alone (no state that early): the same sums.
-    scratch = category_window_sums(spark, local, DAYS[-1], state_until=DAYS[0])
-    scratch = scratch.toPandas().set_index(["user_id", "top_category"]).sort_index()
-    assert scratch.to_dict() == oracle_window_exposure(events, DAYS[-1]).to_dict()
+    # Rerunning an earlier day drops the states carried from its old sums.
+    build_user_category_state(spark, local, DAYS[-2])
+    assert sorted(kept_states()) == DAYS[-3:-1]
+    build_user_category_state(spark, local, DAYS[-1])
+    assert {day: got.to_dict() for day, got in kept_states().items()} == {
+        day: got.to_dict() for day, got in kept.items()
+    }
+
+
+def test_user_category_window_edges_match_the_oracle(spark, activity):
+    """A day whose window starts on a day with events (a window one day short or long would
+    differ), carried from a state and rebuilt from scratch."""
+    from choirflow.features.activity import category_window_sums, day_offset
+
+    local, events = activity
+    day = day_offset(DAYS[4], 29)  # the window is DAYS[4] .. day
+    expected = oracle_window_exposure(events, day)
+    one_day_short = oracle_window_exposure(events[events.dt != DAYS[4]], day)
+    assert expected.to_dict() != one_day_short.to_dict()  # the edge day counts
+    for state_until in (DAYS[-1], DAYS[0]):  # carried from DAYS[-1]; no state: from scratch
+        got = category_window_sums(spark, local, day, state_until=state_until)
+        got = got.toPandas().set_index(["user_id", "top_category"]).sort_index()
+        assert got.to_dict() == expected.to_dict(), state_until

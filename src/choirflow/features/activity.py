@@ -205,12 +205,17 @@ def category_window_sums(
 
 def build_user_category_state(spark: SparkSession, settings: Settings, dt: str) -> int:
     """silver.user_category_state[dt], carried from an earlier day's state, never dt's own: a
-    rerun of dt starts from the inputs the first run had. Days past retention are dropped."""
+    rerun of dt starts from the inputs the first run had.
+
+    The states after dt are dropped in the same commit (with the days past retention): they
+    were carried from dt's old sums, and a sum carried from a wrong one stays wrong for good
+    (the corrected day is subtracted when it leaves the window). The next day carries from
+    dt's new state instead."""
     sums = category_window_sums(spark, settings, dt, state_until=day_offset(dt, -1))
     oldest = day_offset(dt, -settings.features.state_retention_days)
     table = tables.SILVER_USER_CATEGORY_STATE
     tables.replace_partition(
-        sums.withColumn("dt", F.lit(dt)), table, settings, f"dt = '{dt}' OR dt < '{oldest}'"
+        sums.withColumn("dt", F.lit(dt)), table, settings, f"dt >= '{dt}' OR dt < '{oldest}'"
     )
     return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
 
