@@ -178,16 +178,17 @@ def category_window_sums(
     since = _newest_state_day(spark, settings, day_offset(day, -(w - 1)), state_until)
     if since is None:
         return rolling_sums(exposure, keys, day, (w,), ("impressions", "clicks"))
-    state = tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, settings).where(
-        F.col("dt") == since
+    carried = (
+        tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, settings)
+        .where(F.col("dt") == since)
+        .select(*keys, *sums)
     )
     if since == day:
-        return state.select(*keys, *sums)
+        return carried
     entering = exposure.where((F.col("dt") > since) & (F.col("dt") <= day))
     leaving = exposure.where(
         (F.col("dt") > day_offset(since, -w)) & (F.col("dt") <= day_offset(day, -w))
     )
-    carried = state.select(*keys, *sums)
     added = entering.select(
         *keys, F.col("impressions").alias(sums[0]), F.col("clicks").alias(sums[1])
     )
