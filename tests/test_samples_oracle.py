@@ -4,6 +4,7 @@ checked against the Spark job on random small data with same-second ties."""
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from choirflow.features.samples import attach_sequences
 
@@ -80,10 +81,14 @@ def _random_events(rng, n, prefix, users, start, seconds):
     )
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_carried_state_matches_the_oracle_with_late_impressions(spark, seed):
-    """Yesterday's clicks arrive as state; today's partition holds late impressions too."""
-    from choirflow.features.sequences import sequence_columns, sequences_for_day, state_from_clicks
+@pytest.mark.parametrize(("seed", "max_len"), [(3, 200), (4, 200), (3, 4), (6, 3)])
+def test_carried_state_matches_the_oracle_with_late_impressions(spark, seed, max_len):
+    """Yesterday's clicks arrive as state; today's partition holds late impressions too.
+
+    The state keeps the last max_len clicks of yesterday, so the oracle sees those and today's
+    clicks: a late impression gets the last max_len of them older than itself (a short
+    max_len truncates both the state and the lists)."""
+    from choirflow.features.sequences import sequences_for_day, state_from_clicks
 
     rng = np.random.default_rng(seed)
     day1, day2 = pd.Timestamp("2026-11-01"), pd.Timestamp("2026-11-02")
@@ -100,18 +105,30 @@ def test_carried_state_matches_the_oracle_with_late_impressions(spark, seed):
     on_time = _random_events(rng, 80, "m", users + ["fresh"], day2, 30)
     late = _random_events(rng, 20, "n", users, day1 + pd.Timedelta(hours=20), 4 * 3600)
     impressions = pd.concat([on_time, late], ignore_index=True).drop(columns="category")
-    max_len = 200  # no truncation: late impressions see exactly the oracle's history
     prev = state_from_clicks(spark.createDataFrame(clicks_1), max_len)
-    with_hist, changed = sequences_for_day(
-        spark.createDataFrame(impressions), spark.createDataFrame(clicks_2), prev, max_len
+    with_hist, _ = sequences_for_day(
+        spark.createDataFrame(impressions),
+        spark.createDataFrame(clicks_2),
+        prev,
+        max_len,
+        day_start=F.lit(day2).cast("timestamp"),
     )
-    got = with_hist.select("event_id", *sequence_columns()).toPandas().set_index("event_id")
-    all_clicks = pd.concat([clicks_1, clicks_2], ignore_index=True)
-    expected = oracle_sequences(impressions, all_clicks, max_len)
-    for event_id, (items, _, _) in expected.items():
+    got = with_hist.toPandas().set_index("event_id")
+    carried = clicks_1.sort_values(["event_time", "event_id"]).groupby("user_id").tail(max_len)
+    expected = oracle_sequences(impressions, pd.concat([carried, clicks_2]), max_len)
+    for event_id, (items, categories, gaps) in expected.items():
         assert list(got.loc[event_id, "hist_item_ids"]) == items, event_id
-        assert all(g > 0 for g in got.loc[event_id, "hist_gap_seconds"])
-    assert (got.loc[late.event_id, "hist_len"] < got.hist_len.max()).all()
+        assert list(got.loc[event_id, "hist_categories"]) == categories, event_id
+        np.testing.assert_allclose(list(got.loc[event_id, "hist_gap_seconds"]), gaps)
+    # clicks_today counts every click of the day before the impression, not only the last L.
+    for imp in impressions.itertuples():
+        mine = clicks_2[(clicks_2.user_id == imp.user_id) & (clicks_2.event_time >= day2)]
+        assert got.loc[imp.event_id, "clicks_today"] == (mine.event_time < imp.event_time).sum()
+    if max_len < 10:
+        assert (got.clicks_today > max_len).any()
+        assert (got.loc[late.event_id, "hist_len"] == max_len).any()
+    else:
+        assert (got.loc[late.event_id, "hist_len"] < got.hist_len.max()).all()
 
 
 def test_incremental_state_equals_full_recomputation(spark):

@@ -2,9 +2,9 @@
 
 The sequence of an impression at time T holds the user's last L clicks with event time < T;
 at equal times the impression comes first, so a click logged in the same second is not seen.
-It is built with window passes rather than a join (see features.sequences): each click
-carries the last L clicks up to itself, and each impression takes the most recent list
-before it. Counts and levels come from silver tables of the days before (features.activity).
+Each active user's timeline (the carried state plus the day's clicks) is built once, and an
+impression takes the last L elements older than itself (see features.sequences). Counts and
+levels come from silver tables of the days before (features.activity).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from choirflow.features.sequences import (
     empty_state,
     next_state,
     previous_state,
-    sequence_columns,
     sequences_for_day,
     write_state,
 )
@@ -94,7 +93,7 @@ def attach_sequences(impressions: DataFrame, clicks: DataFrame, max_len: int) ->
     """Impressions plus hist_* columns from a set of clicks alone (no carried state)."""
     spark = impressions.sparkSession
     with_hist, _ = sequences_for_day(impressions, clicks, empty_state(spark), max_len)
-    return with_hist.select("*", *sequence_columns()).drop("hist")
+    return with_hist
 
 
 def price_bucket(price: F.Column) -> F.Column:
@@ -115,13 +114,9 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         .select("user_id", "event_id", "event_time", "item_id", "category")
     )
     prev = previous_state(spark, settings, dt).cache()
-    with_hist, changed = sequences_for_day(impressions, clicks, prev, f.max_seq_len)
-    day_start = F.to_timestamp(F.lit(dt))
-    with_hist = with_hist.select(
-        "*",
-        *sequence_columns(),
-        F.size(F.filter("hist", lambda x: x["ts"] >= day_start)).alias("clicks_today"),
-    ).drop("hist")
+    with_hist, changed = sequences_for_day(
+        impressions, clicks, prev, f.max_seq_len, day_start=F.to_timestamp(F.lit(dt))
+    )
 
     user_prev = _user_features_before(spark, settings, dt)
     users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(

@@ -40,15 +40,6 @@ def _last(arr: Column, n: int) -> Column:
     return F.slice(arr, F.greatest(F.size(arr) - n + 1, F.lit(1)), n)
 
 
-def _append_in_order(prev: str, today: str) -> Column:
-    """prev ++ today in (time, event id) order. Both are sorted; only a late click (older than
-    the end of prev) needs the full sort, so the common case is a plain concat."""
-    prev_seq = F.coalesce(F.col(prev), F.array().cast(SEQUENCE))
-    combined = F.concat(prev_seq, today)
-    in_order = (F.size(prev_seq) == 0) | (F.element_at(today, 1) > F.element_at(prev_seq, -1))
-    return F.when(in_order, combined).otherwise(F.array_sort(combined))
-
-
 def empty_state(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(
         [], T.StructType([T.StructField("user_id", T.StringType()), T.StructField("seq", SEQUENCE)])
@@ -92,75 +83,72 @@ def previous_state(spark: SparkSession, settings: Settings, dt: str) -> DataFram
     return state_from_clicks(clicks, f.max_seq_len)
 
 
+def _in_order(prev_seq: Column, today: Column) -> Column:
+    """prev ++ today in (time, event id) order. Both are sorted; only a late click (older than
+    the end of prev) needs the full sort, so the common case is a plain concat."""
+    combined = F.concat(prev_seq, today)
+    in_order = F.coalesce(
+        F.try_element_at(today, F.lit(1)) > F.try_element_at(prev_seq, F.lit(-1)), F.lit(True)
+    )
+    return F.when(in_order, combined).otherwise(F.array_sort(combined))
+
+
 def sequences_for_day(
-    impressions: DataFrame, clicks: DataFrame, prev: DataFrame, max_len: int
+    impressions: DataFrame,
+    clicks: DataFrame,
+    prev: DataFrame,
+    max_len: int,
+    day_start: Column | None = None,
 ) -> tuple[DataFrame, DataFrame]:
-    """(impressions with `hist`, the new state rows of users who clicked).
+    """(impressions with the hist_* columns, the new state rows of users who clicked).
+
+    Each active user's timeline (carried state ++ the day's clicks, in order) is built once;
+    an impression takes the last max_len elements of it that are strictly older than itself.
+    Ties: a click in the same second as the impression is not before it.
 
     impressions: user_id, event_id, event_time, ...; clicks (the day's): user_id, event_id,
     event_time, item_id, category; prev: user_id, seq.
     """
-    prev = prev.withColumnRenamed("seq", "prev_seq")
-    upto_self = (
-        Window.partitionBy("user_id")
-        .orderBy("event_time", "event_id")
-        .rowsBetween(-(max_len - 1), 0)
-    )
-    with_seq = (
-        clicks.withColumn("today", F.collect_list(_element()).over(upto_self))
-        .join(prev, "user_id", "left")
-        .withColumn("seq", _last(_append_in_order("prev_seq", "today"), max_len))
+    empty = F.array().cast(SEQUENCE)
+    today = clicks.groupBy("user_id").agg(F.array_sort(F.collect_list(_element())).alias("today"))
+    active = impressions.select("user_id").union(clicks.select("user_id")).distinct()
+    timeline = (
+        active.join(prev, "user_id", "left")
+        .join(today, "user_id", "left")
+        .select(
+            "user_id",
+            F.col("today").isNotNull().alias("clicked"),
+            _in_order(F.coalesce("seq", empty), F.coalesce("today", empty)).alias("timeline"),
+        )
         .cache()  # read twice: for the impressions' sequences and for the new state
     )
-    click_rows = with_seq.select(
-        "user_id", "event_id", F.col("event_time").alias("ts"), F.lit(1).alias("kind"), "seq"
-    )
-    active = impressions.select("user_id").distinct()
-    seeds = prev.join(active, "user_id").select(
+    # Every impression's user has a timeline row (maybe empty): `active` includes them all.
+    per_user = timeline.select(
         "user_id",
-        F.lit("").alias("event_id"),
-        F.lit("1970-01-01 00:00:00").cast("timestamp").alias("ts"),  # before any impression
-        F.lit(1).alias("kind"),
-        F.col("prev_seq").alias("seq"),
+        F.transform("timeline", lambda x: x["ts"]).alias("_ts"),
+        F.transform("timeline", lambda x: x["item_id"]).alias("_items"),
+        F.transform("timeline", lambda x: x["category"]).alias("_categories"),
     )
-    # Impressions carry all their columns through the window (no join back afterwards).
-    impression_rows = impressions.select(
+    ts = F.col("event_time")
+    before = F.size(F.filter("_ts", lambda t: t < ts))  # the timeline is in time order
+    start = F.greatest(before - max_len + 1, F.lit(1))
+    length = before - start + 1
+    out = impressions.join(per_user, "user_id", "left").select(
         "*",
-        F.col("event_time").alias("ts"),
-        F.lit(0).alias("kind"),
-        F.lit(None).cast(SEQUENCE).alias("seq"),
+        F.slice("_items", start, length).alias("hist_item_ids"),
+        F.slice("_categories", start, length).alias("hist_categories"),
+        F.transform(
+            F.slice("_ts", start, length), lambda t: ts.cast("double") - t.cast("double")
+        ).alias("hist_gap_seconds"),
+        length.alias("hist_len"),
     )
-    # Impressions sort before clicks at the same instant: ties do not leak.
-    before = (
-        Window.partitionBy("user_id")
-        .orderBy("ts", "kind", "event_id")
-        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    )
-    union = impression_rows.unionByName(click_rows, allowMissingColumns=True).unionByName(
-        seeds, allowMissingColumns=True
-    )
-    # A late impression may precede clicks carried in the state: keep only what came before.
-    # The list is in time order, so only a list whose last click is not before the impression
-    # needs the element-wise filter.
-    hist = F.coalesce("hist", F.array().cast(SEQUENCE))
-    out = (
-        union.withColumn("hist", F.last("seq", ignorenulls=True).over(before))
-        .where(F.col("kind") == 0)
-        .withColumn(
-            "hist",
-            F.when(
-                F.coalesce(F.try_element_at(hist, F.lit(-1))["ts"] < F.col("ts"), F.lit(True)), hist
-            ).otherwise(F.filter(hist, lambda x: x["ts"] < F.col("ts"))),
+    if day_start is not None:  # all of the day's clicks before the impression, not only L
+        out = out.withColumn(
+            "clicks_today", F.size(F.filter("_ts", lambda t: (t >= day_start) & (t < ts)))
         )
-        .drop("ts", "kind", "seq")
-    )
-    last_click = Window.partitionBy("user_id").orderBy(
-        F.col("event_time").desc(), F.col("event_id").desc()
-    )
-    changed = (
-        with_seq.withColumn("_r", F.row_number().over(last_click))
-        .where(F.col("_r") == 1)
-        .select("user_id", "seq")
+    out = out.drop("_ts", "_items", "_categories")
+    changed = timeline.where("clicked").select(
+        "user_id", _last(F.col("timeline"), max_len).alias("seq")
     )
     return out, changed
 
@@ -178,14 +166,3 @@ def write_state(settings: Settings, state: DataFrame, dt: str) -> None:
     tables.replace_partition(
         out, tables.SILVER_SEQUENCE_STATE, settings, f"dt = '{dt}' OR dt < '{oldest}'"
     )
-
-
-def sequence_columns(hist: str = "hist", time_col: str = "event_time") -> list[Column]:
-    """hist_item_ids, hist_categories, hist_gap_seconds (oldest first), hist_len."""
-    gap = lambda x: F.col(time_col).cast("double") - x["ts"].cast("double")  # noqa: E731
-    return [
-        F.transform(hist, lambda x: x["item_id"]).alias("hist_item_ids"),
-        F.transform(hist, lambda x: x["category"]).alias("hist_categories"),
-        F.transform(hist, gap).alias("hist_gap_seconds"),
-        F.size(hist).alias("hist_len"),
-    ]
