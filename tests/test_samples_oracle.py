@@ -242,7 +242,6 @@ def test_state_write_drops_days_past_retention_in_the_same_commit(spark, setting
 
     history = DeltaTable.forPath(spark, tables.SILVER_SEQUENCE_STATE.path(local)).history()
     assert history.count() == len(days)
-    # A rerun of an earlier day keeps the days inside its retention window before it and drops
-    # the states after it, which were carried from its old lists.
+    # A backfill of an earlier day drops only days older than its own retention window.
     write_state(local, state.limit(1), "2026-11-04")
-    assert kept_rows() == {"2026-11-03": 2, "2026-11-04": 1}
+    assert kept_rows() == {"2026-11-03": 2, "2026-11-04": 1, "2026-11-05": 2}

@@ -160,12 +160,9 @@ def next_state(prev: DataFrame, changed: DataFrame) -> DataFrame:
 
 
 def write_state(settings: Settings, state: DataFrame, dt: str) -> None:
-    """Write the state of day dt; drop the days past retention and the states after dt in the
-    same commit. Those were carried from dt's old lists: after a rerun of dt with corrected
-    clicks they would hand the next day stale sequences, so that day rebuilds its state from
-    silver.behaviors instead (previous_state)."""
+    """Write the state of day dt and drop the days past retention in the same commit."""
     out = state.withColumn("dt", F.lit(dt))
     oldest = day_offset(dt, -settings.features.state_retention_days)
     tables.replace_partition(
-        out, tables.SILVER_SEQUENCE_STATE, settings, f"dt >= '{dt}' OR dt < '{oldest}'"
+        out, tables.SILVER_SEQUENCE_STATE, settings, f"dt = '{dt}' OR dt < '{oldest}'"
     )
