@@ -145,7 +145,14 @@ def test_incremental_state_equals_full_recomputation(spark):
     days = []
     for d in range(4):
         start = pd.Timestamp("2026-11-01") + pd.Timedelta(days=d)
-        clicks = _random_events(rng, 50, f"d{d}-", users[: 5 + d], start, 86400)
+        clicks = pd.concat(
+            [
+                _random_events(rng, 50, f"d{d}-", users[: 5 + d], start, 86400),
+                # Late clicks from the day before: the carried list must be re-sorted.
+                _random_events(rng, 8, f"l{d}-", users, start - pd.Timedelta(hours=6), 21600),
+            ],
+            ignore_index=True,
+        )
         imps = _random_events(rng, 10, f"m{d}-", users, start, 86400).drop(columns="category")
         days.append(clicks)
         _, changed = sequences_for_day(

@@ -2,6 +2,8 @@
 
 The sequence of an impression at time T holds the user's last L clicks with event time < T;
 at equal times the impression comes first, so a click logged in the same second is not seen.
+(A late impression, older than the end of the carried state, gets the last L it can see
+among the state's L clicks and the day's.)
 Each active user's timeline (the carried state plus the day's clicks) is built once, and an
 impression takes the last L elements older than itself (see features.sequences). Counts and
 levels come from silver tables of the days before (features.activity).
@@ -185,7 +187,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
     write_state(settings, next_state(prev, changed), dt)
     prev.unpersist()
-    spark.catalog.clearCache()  # the day's click sequences cached by sequences_for_day
+    spark.catalog.clearCache()  # the users' timelines cached by sequences_for_day
     return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
 
 
