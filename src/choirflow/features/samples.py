@@ -2,11 +2,11 @@
 
 The sequence of an impression at time T holds the user's last L clicks with event time < T;
 at equal times the impression comes first, so a click logged in the same second is not seen.
-(A late impression, older than the end of the carried state, gets the last L it can see
-among the state's L clicks and the day's.)
 Each active user's timeline (the carried state plus the day's clicks) is built once, and an
-impression takes the last L elements older than itself (see features.sequences). Counts and
-levels come from silver tables of the days before (features.activity).
+impression takes the last L elements older than itself (see features.sequences); a late
+impression, older than the end of the carried state, so gets the last L it can see among the
+state's L clicks and the day's. Counts and levels come from silver tables of the days before
+(features.activity).
 """
 
 from __future__ import annotations
