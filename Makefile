@@ -25,11 +25,12 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 VENV_STAMP := $(VENV)/.choirflow-synced
 JARS_STAMP := .cache/jars/.fetched
 AIRFLOW_STAMP := .airflow/.migrated
+POOLS_STAMP := .airflow/.pools
 CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 
 .PHONY: setup chromium demo test test-fast lint lock airflow clean
 
-setup: $(VENV_STAMP) $(JARS_STAMP) $(AIRFLOW_STAMP) chromium
+setup: $(VENV_STAMP) $(JARS_STAMP) $(AIRFLOW_STAMP) $(POOLS_STAMP) chromium
 
 # Headless Chromium checks the HTML report renders (Debian's package; needs root or sudo).
 chromium:
@@ -56,6 +57,11 @@ $(AIRFLOW_STAMP): | $(VENV_STAMP)
 	@echo "==> Airflow home $(AIRFLOW_HOME) (SQLite metadata DB)"
 	@mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	@touch $@
+
+# The warehouse pool (one slot) that keeps daily, backfill and group-refresh writers apart.
+$(POOLS_STAMP): src/choirflow/pools.py | $(AIRFLOW_STAMP)
+	$(PY) -m choirflow.pools
 	@touch $@
 
 demo: setup

@@ -12,6 +12,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
+# choirflow.pools.WAREHOUSE_POOL (one slot): warehouse writers never overlap.
+WAREHOUSE_POOL = "choirflow_warehouse"
+
 DEFAULT_ARGS = {
     "owner": "choirflow",
     "retries": 1,
@@ -42,7 +45,7 @@ DEFAULT_ARGS = {
     },
 )
 def choirflow_backfill():
-    @task
+    @task(pool=WAREHOUSE_POOL)  # holds the warehouse for the whole range
     def rebuild(params=None) -> list:
         from choirflow import pipeline
 

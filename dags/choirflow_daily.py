@@ -5,6 +5,8 @@ The data interval [start, end) is the day being processed, so the run for 2026-1
 after that day has ended. A failing hard quality check stops the run before training.
 Spark's master comes from the `spark_default` connection (AIRFLOW_CONN_SPARK_DEFAULT; the
 Makefile sets local[*]); training runs on its own queue and pool so a GPU worker can take it.
+The steps that write the warehouse share choirflow.pools.WAREHOUSE_POOL (one slot) with the
+backfill and group-refresh DAGs, so no two of them overlap.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+
+# choirflow.pools.WAREHOUSE_POOL (one slot): warehouse writers never overlap.
+WAREHOUSE_POOL = "choirflow_warehouse"
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 DAY = "{{ params.day or data_interval_start.strftime('%Y-%m-%d') }}"
@@ -75,6 +80,7 @@ def _spark_step(task_id: str, job: str, *args: str) -> SparkSubmitOperator:
         name=f"choirflow-{task_id}",
         env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
         verbose=False,
+        pool=WAREHOUSE_POOL,
     )
 
 
@@ -124,7 +130,7 @@ def choirflow_daily():
 
         return pipeline.train_and_evaluate(_day(params, data_interval_start))
 
-    @task
+    @task(pool=WAREHOUSE_POOL)
     def promote(challenger: dict, params=None, data_interval_start=None) -> dict:
         from choirflow import pipeline
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag
 
+# choirflow.pools.WAREHOUSE_POOL (one slot): warehouse writers never overlap.
+WAREHOUSE_POOL = "choirflow_warehouse"
+
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 # The last complete day of the weekly interval, unless a day is given.
 DAY = "{{ params.day or (data_interval_end - macros.timedelta(days=1)).strftime('%Y-%m-%d') }}"
@@ -72,6 +75,7 @@ def choirflow_groups_refresh():
             "CHOIRFLOW__GROUPS__LLM_BUDGET": "{{ params.llm_budget }}",
         },
         verbose=False,
+        pool=WAREHOUSE_POOL,
     )
 
 

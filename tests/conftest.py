@@ -79,12 +79,16 @@ def tiny_world():
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """A migrated SQLite metadata DB in the temp AIRFLOW_HOME."""
+    """A migrated SQLite metadata DB in the temp AIRFLOW_HOME, with choirflow's pools."""
     airflow = Path(sys.executable).parent / "airflow"
     result = subprocess.run(
         [str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    pools = subprocess.run(
+        [sys.executable, "-m", "choirflow.pools"], capture_output=True, text=True
+    )
+    assert pools.returncode == 0, pools.stdout[-2000:] + pools.stderr[-2000:]
     return Path(os.environ["AIRFLOW_HOME"])
 
 

@@ -3,17 +3,20 @@
 The other DAG tests use `dag.test()`, which runs tasks in the test process. Here the parts of
 a deployment run as their own processes (API server, scheduler with the LocalExecutor, DAG
 processor) on the test's SQLite metadata DB, and a backfill created from the CLI must be
-picked up, scheduled and finished by them.
+picked up, scheduled and finished by them, beside a choirflow_backfill run of an earlier day:
+the warehouse pool must keep the two from writing at the same time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -46,18 +49,40 @@ def _deployment_env() -> dict[str, str]:
     }
 
 
-def _backfill_run_state(dag_id: str) -> str | None:
+def _last_run_state(dag_id: str, run_type: str) -> str | None:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy.exc import OperationalError
 
+    try:
+        with create_session() as session:
+            run = (
+                session.query(DagRun)
+                .filter(DagRun.dag_id == dag_id, DagRun.run_type == run_type)
+                .order_by(DagRun.id.desc())
+                .first()
+            )
+            return None if run is None else str(getattr(run.state, "value", run.state))
+    except OperationalError as error:  # SQLite busy with the scheduler's writes: ask again later
+        if "database is locked" not in str(error):
+            raise
+        return None
+
+
+def _warehouse_pool_intervals() -> list[tuple[datetime, datetime, str, str]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from choirflow.pools import WAREHOUSE_POOL
+
+    ti = TaskInstance
     with create_session() as session:
-        run = (
-            session.query(DagRun)
-            .filter(DagRun.dag_id == dag_id, DagRun.run_type == "backfill")
-            .order_by(DagRun.id.desc())
-            .first()
+        rows = (
+            session.query(ti.start_date, ti.end_date, ti.dag_id, ti.task_id)
+            .filter(ti.pool == WAREHOUSE_POOL, ti.start_date.isnot(None))
+            .all()
         )
-        return None if run is None else str(getattr(run.state, "value", run.state))
+    return sorted(tuple(r) for r in rows)
 
 
 def test_backfill_create_is_run_by_the_scheduler(built, spark, settings, days, airflow_db):
@@ -69,6 +94,23 @@ def test_backfill_create_is_run_by_the_scheduler(built, spark, settings, days, a
     env = _deployment_env()
     logs = airflow_db / "deployment-logs"
     logs.mkdir(exist_ok=True)
+    # The CLI writes its rows before the deployment starts: with the DAG processor and the
+    # scheduler also writing at startup, SQLite's lock can outlast a CLI's 5 s busy timeout.
+    # backfill create needs the DAG in the DB; the scheduler starts no run of a paused DAG
+    # (new DAGs start paused), and no scheduled run here (USE_JOB_SCHEDULE is off).
+    rebuild = {"start": days[2], "end": days[2], "tables": ["features"], "train": False}
+    for command in (
+        ["dags", "reserialize"],
+        ["dags", "unpause", "choirflow_daily"],
+        ["dags", "unpause", "choirflow_backfill"],
+        ["backfill", "create", "--dag-id", "choirflow_daily", "--from-date", day,
+         "--to-date", day, "--reprocess-behavior", "completed"],
+        ["dags", "trigger", "choirflow_backfill", "--conf", json.dumps(rebuild)],
+    ):  # fmt: skip
+        done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (command, done.stdout[-2000:] + done.stderr[-2000:])
+    runs = {("choirflow_daily", "backfill"), ("choirflow_backfill", "manual")}
+    assert {_last_run_state(*run) for run in runs} == {"queued"}
     procs = []
     try:
         for part in ("api-server", "dag-processor", "scheduler"):
@@ -76,23 +118,13 @@ def test_backfill_create_is_run_by_the_scheduler(built, spark, settings, days, a
             procs.append(
                 subprocess.Popen([AIRFLOW, part], env=env, stdout=out, stderr=subprocess.STDOUT)
             )
-        # backfill create needs the DAG in the DB; the scheduler starts no run of a paused DAG
-        # (new DAGs start paused), and no scheduled run here (USE_JOB_SCHEDULE is off).
-        for command in (["dags", "reserialize"], ["dags", "unpause", "choirflow_daily"]):
-            subprocess.run([AIRFLOW, *command], env=env, capture_output=True, check=True)
-        created = subprocess.run(
-            [AIRFLOW, "backfill", "create", "--dag-id", "choirflow_daily", "--from-date", day,
-             "--to-date", day, "--reprocess-behavior", "completed"],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
-        state, deadline = None, time.monotonic() + 1200
-        while time.monotonic() < deadline and state not in FINISHED:
+        states, deadline = dict.fromkeys(runs), time.monotonic() + 1500
+        while time.monotonic() < deadline and not set(states.values()) <= set(FINISHED):
             time.sleep(10)
-            state = _backfill_run_state("choirflow_daily")
+            states = {run: _last_run_state(*run) for run in runs}
             assert all(p.poll() is None for p in procs), "a deployment process exited"
         tails = {p.name: p.read_text()[-1500:] for p in logs.glob("*.log")}
-        assert state == "success", tails
+        assert set(states.values()) == {"success"}, (states, tails)
     finally:
         for p in procs:
             p.terminate()
@@ -101,5 +133,9 @@ def test_backfill_create_is_run_by_the_scheduler(built, spark, settings, days, a
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    intervals = _warehouse_pool_intervals()
+    assert {row[2] for row in intervals} == {"choirflow_daily", "choirflow_backfill"}
+    for earlier, later in zip(intervals, intervals[1:], strict=False):
+        assert earlier[1] <= later[0], f"{earlier[2:]} overlaps {later[2:]}"
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == day)
     assert metrics.where("metric = 'auc' AND slice = 'all'").count() >= 1

@@ -54,6 +54,22 @@ def test_daily_schedule_is_a_utc_data_interval(dagbag):
     assert all(t.on_failure_callback for t in dag.tasks)
 
 
+def test_warehouse_writers_share_one_pool(dagbag):
+    """The daily steps, the backfill and the group refresh never write at the same time."""
+    from airflow.models.pool import Pool
+
+    from choirflow.pools import WAREHOUSE_POOL, WAREHOUSE_POOL_SLOTS
+
+    own_pool_or_no_table_writes = {"train_and_evaluate", "report", "publish_assets"}
+    for dag_id in ("choirflow_daily", "choirflow_backfill", "choirflow_groups_refresh"):
+        for task in dagbag.dags[dag_id].tasks:
+            if task.task_id not in own_pool_or_no_table_writes:
+                assert task.pool == WAREHOUSE_POOL, (dag_id, task.task_id, task.pool)
+                assert task.pool_slots == 1, (dag_id, task.task_id)
+    pool = Pool.get_pool(WAREHOUSE_POOL)  # created with the metadata DB (choirflow.pools)
+    assert pool is not None and pool.slots == WAREHOUSE_POOL_SLOTS == 1
+
+
 def test_dag_files_do_no_work_at_import():
     """Thin DAG files: only airflow and stdlib at module level, no choirflow or I/O."""
     for path in DAGS.glob("*.py"):
