@@ -57,6 +57,14 @@ def test_trainer_reserves_a_gpu_and_takes_the_training_queue():
     ).replace('"', "")
 
 
+def test_cluster_init_creates_the_warehouse_pool():
+    """The scheduler runs no task whose pool is missing (choirflow.pools)."""
+    init = COMPOSE["services"]["airflow-init"]
+    script = " ".join(init["command"])
+    assert init["entrypoint"][0] == "bash"
+    assert script.index("airflow db migrate") < script.index("python -m choirflow.pools")
+
+
 def test_environment_names_match_the_settings():
     env = COMPOSE["x-choirflow-env"]
     ours = {k: str(v) for k, v in env.items() if k.startswith("CHOIRFLOW__")}
