@@ -71,57 +71,8 @@ def paired_gain(runs: dict[str, list[dict]], a: str, b: str, key: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", default=str(RESULTS))
-    parser.add_argument(
-        "--without", default="", help="categorical fields blanked to padding everywhere (ablation)"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    splits, sizes, vectors, p_click, meta = load(args.bundle)
-    without = [name for name in args.without.split(",") if name]
-    for name in without:
-        column = CATEGORICAL_FIELDS.index(name)  # an unknown name fails here, before training
-        for split in splits.values():
-            split.categorical[:, column] = PAD  # the padding row is zero and never trained
-    device = pick_device(args.device)
-    ev = splits["eval"]
-    known = ~np.isnan(p_click)
-    oracle = evaluate(ev.click[known], p_click[known], ev.users[known], ev.activity_bucket[known])
-    runs: dict[str, list[dict]] = {}
-    for name in args.models.split(","):
-        cfg = load_model_config(name)
-        for seed in (int(s) for s in args.seeds.split(",")):
-            torch.manual_seed(seed)
-            model = build_model(cfg.model, sizes, vectors, **cfg.params)
-            start = time.perf_counter()
-            result = train(
-                model, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, seed=seed, device=device, progress=False,
-                valid=splits["valid"], patience=2,
-            )  # fmt: skip
-            scores = predict(model, ev, device)
-            row = evaluate(ev.click, scores, ev.users, ev.activity_bucket)
-            row.update(
-                seed=seed,
-                best_epoch=result.best_epoch,
-                seconds=round(time.perf_counter() - start, 1),
-                samples_per_s=round(result.samples_per_second),
-            )
-            runs.setdefault(name, []).append(row)
-            print(
-                name,
-                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-                flush=True,
-            )
+def summarize(runs: dict[str, list[dict]], oracle: dict, without: list[str]) -> dict:
+    """Means over seeds, the claims and the paired gains of every model's runs."""
 
     def mean(name: str, key: str) -> float:
         return float(np.mean([r[key] for r in runs[name]]))
@@ -129,6 +80,7 @@ def main() -> None:
     summary = {
         name: {k: round(mean(name, k), 4) for k in ("auc", "gauc", "gauc_low", "logloss")}
         | {"auc_std": round(float(np.std([r["auc"] for r in runs[name]])), 4)}
+        | ({"valid_auc": round(mean(name, "valid_auc"), 4)} if "valid_auc" in runs[name][0] else {})
         for name in runs
     }
     best = max(summary, key=lambda n: summary[n]["auc"])
@@ -144,19 +96,16 @@ def main() -> None:
         claims["choirrec_beats_din_gauc_low"] = (
             summary["choirrec"]["gauc_low"] > summary["din"]["gauc_low"]
         )
+    pairs = [("tin", "din", "auc"), ("choirrec", "din", "gauc_low")]
+    pairs += [(name, "dnn", "auc") for name in sequence_models]
     paired = {
         f"{a}_minus_{b}_{key}": paired_gain(runs, a, b, key)
-        for a, b, key in (("din", "dnn", "auc"), ("tin", "din", "auc"),
-                          ("choirrec", "din", "gauc_low"))
+        for a, b, key in pairs
         if {a, b} <= set(runs)
-    }  # fmt: skip
+    }
     gap = round(oracle["auc"] - summary[best]["auc"], 4)
     claims["best_within_0.01_of_oracle"] = gap <= 0.01
-    results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        + (torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"),
-        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
-        "data": meta,
+    return {
         "without_fields": without,
         "oracle": {k: round(v, 4) for k, v in oracle.items()},
         "summary": summary,
@@ -166,8 +115,98 @@ def main() -> None:
         "paired": paired,
         "runs": runs,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def merge(paths: list[str], output: str) -> None:
+    """One result file from runs made apart (e.g. one process per seed on one GPU)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    runs: dict[str, list[dict]] = {}
+    for part in parts:
+        for name, rows in part["runs"].items():
+            runs.setdefault(name, []).extend(rows)
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["seed"])
+    results = summarize(runs, parts[0]["oracle"], parts[0]["without_fields"])
+    results.update(
+        machine=parts[0]["machine"],
+        command=f"python benchmarks/quality.py --merge {','.join(paths)} --output {output}",
+        parts=[p["command"] for p in parts],
+        data=parts[0]["data"],
+    )
+    Path(output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 term")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument(
+        "--without", default="", help="categorical fields blanked to padding everywhere (ablation)"
+    )
+    parser.add_argument("--merge", default="", help="result files to combine into --output")
+    args = parser.parse_args()
+    if args.merge:
+        merge(args.merge.split(","), args.output)
+        return
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    splits, sizes, vectors, p_click, meta = load(args.bundle)
+    without = [name for name in args.without.split(",") if name]
+    for name in without:
+        column = CATEGORICAL_FIELDS.index(name)  # an unknown name fails here, before training
+        for split in splits.values():
+            split.categorical[:, column] = PAD  # the padding row is zero and never trained
+    device = pick_device(args.device)
+    ev = splits["eval"]
+    known = ~np.isnan(p_click)
+    oracle = evaluate(ev.click[known], p_click[known], ev.users[known], ev.activity_bucket[known])
+    runs: dict[str, list[dict]] = {}
+
+    def write() -> dict:  # after every model: a run cut short keeps the models it finished
+        results = summarize(runs, oracle, without)
+        results.update(
+            machine=f"{platform.machine()}, {os.cpu_count()} cores, "
+            + (torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"),
+            command="python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+            data=meta,
+        )
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+    for name in args.models.split(","):
+        cfg = load_model_config(name)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            torch.manual_seed(seed)
+            model = build_model(cfg.model, sizes, vectors, **cfg.params)
+            start = time.perf_counter()
+            result = train(
+                model, splits["train"], epochs=args.epochs, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, seed=seed, device=device, progress=False,
+                valid=splits["valid"], patience=2, weight_decay=args.weight_decay,
+            )  # fmt: skip
+            scores = predict(model, ev, device)
+            row = evaluate(ev.click, scores, ev.users, ev.activity_bucket)
+            row.update(
+                seed=seed,
+                best_epoch=result.best_epoch,
+                valid_auc=max(result.valid_aucs, default=float("nan")),
+                seconds=round(time.perf_counter() - start, 1),
+                samples_per_s=round(result.samples_per_second),
+            )
+            runs.setdefault(name, []).append(row)
+            print(
+                name,
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                flush=True,
+            )
+        results = write()
     print(
         json.dumps(
             {

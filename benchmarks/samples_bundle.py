@@ -68,6 +68,19 @@ def _unflatten(prefix: str, bundle) -> EncodedSamples:
     )
 
 
+def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """An npz that np.load reads, LZMA-compressed: the history gaps (float32) shrink about
+    five times more than with savez_compressed's zlib, so a bundle fits what travels to a
+    lent GPU machine."""
+    import zipfile
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def load(path: str | Path):
     """-> (splits: dict name -> EncodedSamples, vocab sizes, item vectors or None, p_click of
     the eval rows (NaN where unknown), meta)."""
@@ -125,8 +138,7 @@ def export(warehouse: str, raw: str, day: str, out: str, train_days: int = 7) ->
         "rows": {s: int(len(arrays[f"{s}.click"])) for s in SPLITS},
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    save(out, arrays)
     spark.stop()
     print(json.dumps(meta["rows"]), Path(out).stat().st_size // 2**20, "MiB")
 

@@ -48,6 +48,19 @@ def test_early_stopping_restores_the_best_epoch():
     assert result.best_epoch == int(np.argmax(result.valid_aucs)) + 1
 
 
+def test_weight_decay_shrinks_the_weights_on_the_same_steps():
+    frame = _toy_frame(400)
+    vocab = Vocabulary.fit(frame)
+    data = encode(frame, vocab, 5)
+    opts = dict(epochs=2, batch_size=64, learning_rate=0.01, seed=3, device=CPU, progress=False)
+    norms = {}
+    for decay in (0.0, 0.1):
+        model = _model(vocab)
+        train(model, data, weight_decay=decay, **opts)
+        norms[decay] = torch.cat([p.detach().flatten() for p in model.parameters()]).norm()
+    assert norms[0.1] < 0.9 * norms[0.0]
+
+
 def test_warm_start_maps_embedding_rows_by_value(tmp_path):
     frame = _toy_frame(200)
     vocab = Vocabulary.fit(frame)

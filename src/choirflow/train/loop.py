@@ -146,13 +146,15 @@ def train(
     lr_plateau_factor: float = 0.1,
     checkpoint_dir: Path | None = None,
     grad_clip: float = 10.0,
+    weight_decay: float = 0.0,
 ) -> TrainResult:
-    """Adam with gradient clipping; with `valid`: AUC per epoch, learning rate cut on a
-    plateau, early stopping after `patience` epochs without gain (best weights restored);
-    with `checkpoint_dir`: a checkpoint per epoch, and a rerun resumes after the last one.
-    bf16 autocast on CUDA. Under `torchrun`, DistributedDataParallel: every rank draws the same
-    permutation and takes its own stride of it, so ranks step in lockstep on disjoint rows;
-    validation runs on every rank alike (same weights, same decisions), rank 0 writes."""
+    """Adam (L2 `weight_decay` on every parameter, embeddings included) with gradient
+    clipping; with `valid`: AUC per epoch, learning rate cut on a plateau, early stopping
+    after `patience` epochs without gain (best weights restored); with `checkpoint_dir`: a
+    checkpoint per epoch, and a rerun resumes after the last one. bf16 autocast on CUDA.
+    Under `torchrun`, DistributedDataParallel: every rank draws the same permutation and
+    takes its own stride of it, so ranks step in lockstep on disjoint rows; validation runs
+    on every rank alike (same weights, same decisions), rank 0 writes."""
     torch.manual_seed(seed)
     model.to(device).train()
     world, rank = distributed_context(device)
@@ -170,7 +172,9 @@ def train(
     tensors = to_tensors(data, device)
     # One multi-tensor (CPU) or fused (CUDA) update instead of a loop over parameters.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, **fast)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=learning_rate, weight_decay=weight_decay, **fast
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=lr_plateau_factor, patience=0
     )
