@@ -27,16 +27,19 @@ export PYTHONPATH=${PYTHONPATH:-}:src TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 parts=()
+logs=()
 for seed in ${SEEDS//,/ }; do
+  rm -f "$PARTS/${NAME}_seed$seed.json" "$PARTS/${NAME}_seed$seed.log"  # no stale part merged
   timeout "$LIMIT" python3 benchmarks/quality.py --bundle "$BUNDLE" --device cuda --seeds "$seed" --models "$MODELS" \
     --epochs "$EPOCHS" --learning-rate "$LR" --batch-size "$BATCH" --weight-decay "$WD" \
     --output "$PARTS/${NAME}_seed$seed.json" >"$PARTS/${NAME}_seed$seed.log" 2>&1 &
   parts+=("$PARTS/${NAME}_seed$seed.json")
+  logs+=("$PARTS/${NAME}_seed$seed.log")
 done
 wait
 done_parts=$(for p in "${parts[@]}"; do [ -f "$p" ] && echo "$p"; done | paste -sd,)
-grep -h -E "Error|Traceback" "$PARTS"/"${NAME}"_seed*.log
+grep -h -E "Error|Traceback" "${logs[@]}"
 if [ -n "$done_parts" ]; then
-  python3 benchmarks/quality.py --bundle "$BUNDLE" --merge "$done_parts" --output "$OUT/$NAME.json"
+  python3 benchmarks/quality.py --merge "$done_parts" --output "$OUT/$NAME.json"
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({k: r[k] for k in ('oracle','summary','best_auc_gap_to_oracle','claims')}, indent=1))" "$OUT/$NAME.json"
 fi

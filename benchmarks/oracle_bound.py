@@ -169,7 +169,8 @@ def main() -> None:
     for days in [int(d) for d in args.days.split(",")]:
         world = generate_world(preset(args.preset, days=days))
         eval_day = str(world.config.start + pd.Timedelta(days=days - 1))[:10]
-        rows.append({"preset": args.preset, "world_days": days, **bounds(world, eval_day)})
+        row = {"preset": args.preset, "world_days": days, **bounds(world, eval_day)}
+        rows.append(row | {"world": world.summary})
         print(json.dumps(rows[-1]), flush=True)
     if args.output:
         Path(args.output).write_text(

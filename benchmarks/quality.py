@@ -1,19 +1,23 @@
 """Learning correctness on the synthetic world: do the models find the planted structure?
 
-Method. A bundle from `samples_bundle.py` (7 training days of the demo world, the last one
-for validation, the next day for evaluation). Every model trains with its full config in
-configs/models/, early stopping on validation AUC, for each seed; the evaluation day is
-scored with AUC, impression-weighted GAUC, and GAUC of low-activity users. The world's true
-click probabilities give the ceiling (oracle AUC). The paper claims checked:
+Method. A bundle from `samples_bundle.py` (the quality world's from `quality_world.py`, or
+the demo world's: training days, the last one for validation, the next day for evaluation).
+Every model trains with its full config in configs/models/, early stopping on validation
+AUC, for each seed; the evaluation day is scored with AUC, impression-weighted GAUC, and
+GAUC of low-activity users. The world's true click probabilities give the ceiling (oracle
+AUC). The paper claims checked:
 - sequence models beat DNN (AUC);
 - TIN beats DIN (AUC), since the world plants a time-decayed sequence effect;
 - ChoirRec beats DIN on the GAUC of low-activity users (planted group x category affinity);
 - the best model's AUC is within 0.01 of the oracle AUC (`best_auc_gap_to_oracle`).
 
-    python benchmarks/quality.py --bundle benchmarks/data/demo.npz [--seeds 0,1,2 --epochs 6]
+    python benchmarks/quality.py --bundle benchmarks/data/quality.npz \
+        --output benchmarks/results/quality.json [--seeds 0,1,2 --epochs 6]
+    python benchmarks/quality.py --merge part1.json,part2.json --output merged.json
 
 `--without f1,f2` blanks categorical fields to padding in every split: an ablation of what
-those inputs add, on the same rows and seeds.
+those inputs add, on the same rows and seeds. `--merge` combines runs made apart (one
+process per seed, `gpu_quality.sh`) after checking that they scored the same rows.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from choirflow.models import build_model  # noqa: E402
 from choirflow.train.data import CATEGORICAL_FIELDS, PAD  # noqa: E402
 from choirflow.train.loop import load_model_config, pick_device, predict, train  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 MODELS = ("dnn", "din", "tin", "qin", "transformer_dcn", "choirrec")
 
 
@@ -118,27 +121,53 @@ def summarize(runs: dict[str, list[dict]], oracle: dict, without: list[str]) -> 
 
 
 def merge(paths: list[str], output: str) -> None:
-    """One result file from runs made apart (e.g. one process per seed on one GPU)."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
+    """One result file from runs made apart (e.g. one process per seed on one GPU). Parts
+    must have scored the same rows against the same oracle; a part that cannot be read (a
+    process killed while writing) is left out with a message."""
+    parts, read = [], []
+    for path in paths:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+            read.append(path)
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"[merge] {path} left out: {err}", file=sys.stderr)
+    if not parts:
+        raise SystemExit("[merge] no part could be read")
+    for key in ("data", "oracle", "without_fields"):
+        differing = [p for p, part in zip(read, parts, strict=True) if part[key] != parts[0][key]]
+        if differing:
+            raise SystemExit(f"[merge] {differing} differ from {read[0]} in {key!r}")
     runs: dict[str, list[dict]] = {}
     for part in parts:
         for name, rows in part["runs"].items():
             runs.setdefault(name, []).extend(rows)
-    for rows in runs.values():
+    for name, rows in runs.items():
+        seeds = [r["seed"] for r in rows]
+        if len(seeds) != len(set(seeds)):
+            raise SystemExit(f"[merge] {name} has a seed twice: {sorted(seeds)}")
         rows.sort(key=lambda r: r["seed"])
     results = summarize(runs, parts[0]["oracle"], parts[0]["without_fields"])
     results.update(
         machine=parts[0]["machine"],
-        command=f"python benchmarks/quality.py --merge {','.join(paths)} --output {output}",
+        command=f"python benchmarks/quality.py --merge {','.join(read)} --output {output}",
         parts=[p["command"] for p in parts],
         data=parts[0]["data"],
     )
-    Path(output).write_text(json.dumps(results, indent=2) + "\n")
+    _write_json(output, results)
+
+
+def _write_json(path: str, results: dict) -> None:
+    """Whole or not at all: a process killed mid-write leaves the previous file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, target)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--bundle", help="samples bundle (not needed with --merge)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=6)
@@ -146,7 +175,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam's L2 term")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--output", required=True, help="result file (JSON)")
     parser.add_argument(
         "--without", default="", help="categorical fields blanked to padding everywhere (ablation)"
     )
@@ -155,6 +184,8 @@ def main() -> None:
     if args.merge:
         merge(args.merge.split(","), args.output)
         return
+    if not args.bundle:
+        parser.error("--bundle is needed to train")
     os.environ.setdefault("TQDM_DISABLE", "1")
     splits, sizes, vectors, p_click, meta = load(args.bundle)
     without = [name for name in args.without.split(",") if name]
@@ -176,8 +207,7 @@ def main() -> None:
             command="python benchmarks/quality.py " + " ".join(sys.argv[1:]),
             data=meta,
         )
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        _write_json(args.output, results)
         return results
 
     for name in args.models.split(","):
