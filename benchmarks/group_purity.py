@@ -52,8 +52,7 @@ def main() -> None:
     spark = get_spark(settings)
     groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).toPandas()
     groups = groups[groups["dt"] == groups["dt"].max()]
-    users = tables.read(spark, tables.BRONZE_USERS, settings).toPandas()
-    users = users.sort_values("dt").drop_duplicates("user_id", keep="last")
+    users = tables.read(spark, tables.BRONZE_USERS, settings).toPandas()  # one row per user
     hidden = pd.read_parquet(work / "oracle" / "users.parquet")[["user_id", "fine_group"]]
     frame = groups.merge(hidden, on="user_id").merge(users[["user_id", *ATTRIBUTES]], on="user_id")
     attributes = frame[ATTRIBUTES].astype(str).agg("|".join, axis=1)

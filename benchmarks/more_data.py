@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,24 +24,16 @@ FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "samples")
 
 
 def build_world(work: Path, days: int) -> list[str]:
-    """Generate the world and run its days in this process; returns the days."""
-    os.environ["CHOIRFLOW__PATHS__RAW"] = str(work / "raw")
-    os.environ["CHOIRFLOW__PATHS__WAREHOUSE"] = str(work / "warehouse")
-    sys.path.insert(0, str(ROOT / "src"))
-    from choirflow import pipeline
-    from choirflow.config import load_settings
-    from choirflow.synth.world import generate_world, preset, write_world
+    """The demo world's settings over `days`, each day's feature steps run in this process."""
+    from quality_world import build  # puts src/ on the path
 
-    world = generate_world(preset("demo", days=days))
-    day_list = write_world(world, work)["days"]
-    print(json.dumps(world.summary), flush=True)
-    settings = load_settings()
-    for dt in day_list:
-        t0 = time.perf_counter()
+    def features_only(dt: str, settings) -> None:
+        from choirflow import pipeline
+
         pipeline.ingest(dt, settings)
         pipeline.build_features(dt, settings, steps=FEATURE_STEPS)
-        print(f"[more_data] {dt} built in {time.perf_counter() - t0:.0f}s", flush=True)
-    return day_list
+
+    return build(work, "demo", features_only, days=days)
 
 
 def main() -> None:

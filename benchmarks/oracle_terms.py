@@ -60,8 +60,10 @@ def captured(logit: np.ndarray, terms: pd.DataFrame, position: np.ndarray) -> di
         others = np.column_stack([terms.drop(columns=name).to_numpy(), fixed])
         a, b = _residual(logit, others), _residual(terms[name].to_numpy(), others)
         partial[name] = round(float(np.corrcoef(a, b)[0, 1]), 3)
+    term_coef = coef[: terms.shape[1]]  # the rest belong to position and the intercept
+    pairs = zip(terms.columns, term_coef, strict=True)
     return {
-        "coefficient": {n: round(float(c), 3) for n, c in zip(terms.columns, coef, strict=False)},
+        "coefficient": {n: round(float(c), 3) for n, c in pairs},
         "partial_correlation": partial,
         "variance_explained_by_terms": round(float(explained), 3),
     }

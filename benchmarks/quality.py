@@ -124,21 +124,21 @@ def merge(paths: list[str], output: str) -> None:
     """One result file from runs made apart (e.g. one process per seed on one GPU). Parts
     must have scored the same rows against the same oracle; a part that cannot be read (a
     process killed while writing) is left out with a message."""
-    parts, read = [], []
+    parts: dict[str, dict] = {}
     for path in paths:
         try:
-            parts.append(json.loads(Path(path).read_text()))
-            read.append(path)
+            parts[path] = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             print(f"[merge] {path} left out: {err}", file=sys.stderr)
     if not parts:
         raise SystemExit("[merge] no part could be read")
+    first_path, first = next(iter(parts.items()))
     for key in ("data", "oracle", "without_fields"):
-        differing = [p for p, part in zip(read, parts, strict=True) if part[key] != parts[0][key]]
+        differing = [path for path, part in parts.items() if part[key] != first[key]]
         if differing:
-            raise SystemExit(f"[merge] {differing} differ from {read[0]} in {key!r}")
+            raise SystemExit(f"[merge] {differing} differ from {first_path} in {key!r}")
     runs: dict[str, list[dict]] = {}
-    for part in parts:
+    for part in parts.values():
         for name, rows in part["runs"].items():
             runs.setdefault(name, []).extend(rows)
     for name, rows in runs.items():
@@ -146,12 +146,12 @@ def merge(paths: list[str], output: str) -> None:
         if len(seeds) != len(set(seeds)):
             raise SystemExit(f"[merge] {name} has a seed twice: {sorted(seeds)}")
         rows.sort(key=lambda r: r["seed"])
-    results = summarize(runs, parts[0]["oracle"], parts[0]["without_fields"])
+    results = summarize(runs, first["oracle"], first["without_fields"])
     results.update(
-        machine=parts[0]["machine"],
-        command=f"python benchmarks/quality.py --merge {','.join(read)} --output {output}",
-        parts=[p["command"] for p in parts],
-        data=parts[0]["data"],
+        machine=first["machine"],
+        command=f"python benchmarks/quality.py --merge {','.join(parts)} --output {output}",
+        parts=[part["command"] for part in parts.values()],
+        data=first["data"],
     )
     _write_json(output, results)
 

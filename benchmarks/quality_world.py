@@ -25,15 +25,23 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def build(work: Path, preset_name: str) -> list[str]:
-    """Generate the world into work/ and run each of its days through the pipeline."""
+def build(
+    work: Path,
+    preset_name: str,
+    run_one_day: Callable[[str, Any], Any] | None = None,
+    **overrides: Any,
+) -> list[str]:
+    """Generate the world into work/ and run each of its days in this process: by default
+    through the daily pipeline up to the gold gate (`run_day(train=False)`)."""
     os.environ["CHOIRFLOW__PATHS__RAW"] = str(work / "raw")
     os.environ["CHOIRFLOW__PATHS__WAREHOUSE"] = str(work / "warehouse")
     os.environ["CHOIRFLOW__GROUPS__BACKEND"] = "template"
@@ -41,15 +49,16 @@ def build(work: Path, preset_name: str) -> list[str]:
     from choirflow.config import load_settings
     from choirflow.synth.world import generate_world, preset, write_world
 
-    world = generate_world(preset(preset_name))
+    world = generate_world(preset(preset_name, **overrides))
     days = write_world(world, work)["days"]
     print(json.dumps(world.summary), flush=True)
     settings = load_settings()
+    run_one_day = run_one_day or (lambda dt, s: pipeline.run_day(dt, s, train=False))
     for i, dt in enumerate(days, 1):
         t0 = time.perf_counter()
-        pipeline.run_day(dt, settings, train=False)
+        run_one_day(dt, settings)
         seconds = time.perf_counter() - t0
-        print(f"[quality_world] day {i}/{len(days)} {dt}: {seconds:.0f}s", flush=True)
+        print(f"[world] day {i}/{len(days)} {dt}: {seconds:.0f}s", flush=True)
     return days
 
 
