@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from choirflow.config import load_settings
+from choirflow.logs import step_log
 
 
 def report_failure(context: dict[str, Any]) -> str:
@@ -29,7 +30,7 @@ def report_failure(context: dict[str, Any]) -> str:
         f"choirflow: task {record['task']} of {record['dag']} failed for day {day}"
         f" (try {record['try']}): {record['error']}"
     )
-    print(line, flush=True)
+    step_log(__name__, str(record["task"]), day).error("%s", line)
     path = Path(load_settings().reports_dir) / "alerts.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:

@@ -1,19 +1,74 @@
-"""The table registry: where each warehouse table lives, how it is partitioned and keyed.
+"""The table registry: where each warehouse table lives, how it is partitioned and keyed, and
+its columns.
 
 Tables are plain Delta tables at <warehouse>/<layer>/<name>, so any Delta reader opens them.
 Daily jobs replace exactly their partition (replaceWhere), upserting tables use MERGE: both
-make retries and backfills idempotent.
+make retries and backfills idempotent. Each table declares its columns once, as Spark DDL
+(`Table.schema`); writers that build rows in Python take their schema from here
+(`Table.frame`), and a test checks every table a pipeline day writes against it.
+gold.samples declares its fields with the role each plays in training (`SampleField`): the
+trainer's field lists, the samples step's column order and ChoirRec's group fields derive
+from them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from choirflow.config import Settings
+
+_SIMPLE_TYPES = {
+    "string": T.StringType(), "int": T.IntegerType(), "bigint": T.LongType(),
+    "double": T.DoubleType(), "float": T.FloatType(), "boolean": T.BooleanType(),
+    "timestamp": T.TimestampType(), "date": T.DateType(),
+}  # fmt: skip
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside <...>."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def parse_type(text: str) -> T.DataType:
+    """A Spark SQL type as `simpleString()` writes it: string, bigint, array<float>,
+    map<string,string>, struct<a:timestamp,b:string>, ..."""
+    text = text.strip()
+    if text in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[text]
+    match = re.fullmatch(r"(array|map|struct)<(.*)>", text)
+    if not match:
+        raise ValueError(f"unknown column type {text!r}")
+    kind, inner = match.groups()
+    if kind == "array":
+        return T.ArrayType(parse_type(inner))
+    if kind == "map":
+        key, value = _split_top(inner)
+        return T.MapType(parse_type(key), parse_type(value))
+    fields = [part.split(":", 1) for part in _split_top(inner)]
+    return T.StructType([T.StructField(n.strip(), parse_type(t)) for n, t in fields])
+
+
+def parse_columns(ddl: str) -> T.StructType:
+    """`name type, name type, ...` -> StructType (every column nullable)."""
+    fields = []
+    for part in _split_top(ddl):
+        name, kind = part.split(None, 1)
+        fields.append(T.StructField(name, parse_type(kind)))
+    return T.StructType(fields)
 
 
 @dataclass(frozen=True)
@@ -23,83 +78,289 @@ class Table:
     partition_by: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     description: str = ""
+    # Spark DDL of every column, in the order writers produce them.
+    columns: str = ""
+    # A column the writer stamps with the write time (not part of Python-built rows).
+    written_at: str | None = None
 
     @property
     def full_name(self) -> str:
         return f"{self.layer}.{self.name}"
 
+    @property
+    def schema(self) -> T.StructType:
+        return parse_columns(self.columns)
+
     def path(self, settings: Settings) -> str:
         return f"{settings.warehouse_dir.rstrip('/')}/{self.layer}/{self.name}"
 
+    def frame(self, spark: SparkSession, rows: list[dict]) -> DataFrame:
+        """Rows (dicts keyed by column; a missing column is null) as a DataFrame of the
+        declared schema, the write time stamped into `written_at`."""
+        fields = [f for f in self.schema.fields if f.name != self.written_at]
+        schema = T.StructType(fields)
+        values = [tuple(_coerce(r.get(f.name), f.dataType) for f in fields) for r in rows]
+        df = spark.createDataFrame(values, schema)
+        if self.written_at:
+            df = df.withColumn(self.written_at, F.current_timestamp())
+        return df
 
-BRONZE_EVENTS = Table("bronze", "events", ("dt",), ("event_id",), "typed, deduplicated events")
-BRONZE_ITEMS = Table("bronze", "items", (), ("item_id",), "current item catalogue, upserted")
-BRONZE_USERS = Table("bronze", "users", (), ("user_id",), "current user attributes, upserted")
+
+def _coerce(value, kind: T.DataType):
+    if value is None:
+        return None
+    if isinstance(kind, T.DoubleType | T.FloatType):
+        return float(value)
+    if isinstance(kind, T.LongType | T.IntegerType):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class SampleField:
+    """A gold.samples column and what training does with it.
+
+    roles: key, context (kept, not a model input), label, categorical (an embedding input),
+    sequence (a behaviour sequence sharing `vocabulary`'s table), gaps (the sequence's time
+    gaps), count (a temporal count), dense (a log-scaled activity count), group (ChoirRec's
+    group channel; `vocabulary` names the table it shares), group_sequence, partition."""
+
+    name: str
+    type: str
+    role: str
+    vocabulary: str | None = None
+
+    @property
+    def table(self) -> str:
+        """The embedding table (vocabulary) this column indexes."""
+        return self.vocabulary or self.name
+
+
+_CAT, _SEQ, _GROUP = "categorical", "sequence", "group"
+SAMPLE_FIELDS: tuple[SampleField, ...] = (
+    SampleField("event_id", "string", "key"),
+    SampleField("request_id", "string", "context"),
+    SampleField("event_time", "timestamp", "context"),
+    SampleField("click", "int", "label"),
+    SampleField("conversion", "int", "label"),
+    # Categorical inputs, in the order of the trainer's categorical array.
+    SampleField("user_id", "string", _CAT),
+    SampleField("item_id", "string", _CAT),
+    SampleField("item_category", "string", _CAT),
+    SampleField("item_top_category", "string", _CAT),
+    SampleField("item_brand", "string", _CAT),
+    SampleField("price_bucket", "string", _CAT),
+    SampleField("views_level", "int", _CAT),
+    SampleField("likes_level", "int", _CAT),
+    SampleField("user_category_ctr_level", "int", _CAT),
+    SampleField("user_category_impressions_level", "int", _CAT),
+    SampleField("age_band", "string", _CAT),
+    SampleField("gender", "string", _CAT),
+    SampleField("city_tier", "string", _CAT),
+    SampleField("device", "string", _CAT),
+    SampleField("surface", "string", _CAT),
+    SampleField("position", "int", _CAT),
+    SampleField("hour", "int", _CAT),
+    SampleField("weekday", "int", _CAT),
+    SampleField("activity_bucket", "string", _CAT),
+    # The behaviour sequence (most recent last) and its gaps to the impression.
+    SampleField("hist_item_ids", "array<string>", _SEQ, "item_id"),
+    SampleField("hist_categories", "array<string>", _SEQ, "item_category"),
+    SampleField("hist_gap_seconds", "array<double>", "gaps"),
+    SampleField("hist_len", "int", "count"),
+    SampleField("seconds_since_last_click", "double", "count"),
+    SampleField("clicks_1h", "int", "count"),
+    SampleField("clicks_1d", "int", "count"),
+    # Activity known before the sample: ChoirRec's reliability inputs.
+    SampleField("clicks_7d", "bigint", "dense"),
+    SampleField("clicks_30d", "bigint", "dense"),
+    SampleField("conversions_30d", "bigint", "dense"),
+    # ChoirRec's group channel: codes with their own tables, voted attributes sharing the
+    # user's, the group's behaviour sequences.
+    SampleField("group_c1", "string", _GROUP),
+    SampleField("group_c2", "string", _GROUP),
+    SampleField("group_c3", "string", _GROUP),
+    SampleField("group_id", "string", _GROUP),
+    SampleField("group_age_band", "string", _GROUP, "age_band"),
+    SampleField("group_gender", "string", _GROUP, "gender"),
+    SampleField("group_city_tier", "string", _GROUP, "city_tier"),
+    SampleField("group_hist_categories", "array<string>", "group_sequence", "item_category"),
+    SampleField(
+        "group_hist_top_categories", "array<string>", "group_sequence", "item_top_category"
+    ),
+    SampleField("dt", "string", "partition"),
+)
+
+
+def sample_fields(role: str) -> tuple[SampleField, ...]:
+    return tuple(f for f in SAMPLE_FIELDS if f.role == role)
+
+
+def _ddl(fields) -> str:
+    return ", ".join(f"{f.name} {f.type}" for f in fields)
+
+
+_ITEM_COLUMNS = (
+    "item_id string, title string, category_path string, tags array<string>, brand string, "
+    "price double, image_vector array<float>, updated_at timestamp, dt string, run_id string"
+)
+_USER_COLUMNS = (
+    "user_id string, age_band string, gender string, city_tier string, signup_date date, "
+    "updated_at timestamp, dt string, run_id string"
+)
+
+BRONZE_EVENTS = Table(
+    "bronze", "events", ("dt",), ("event_id",), "typed, deduplicated events",
+    "event_id string, event_type string, user_id string, item_id string, request_id string, "
+    "position int, event_time timestamp, ingestion_time timestamp, device string, "
+    "surface string, ingested_at timestamp, run_id string, dt string",
+)  # fmt: skip
+BRONZE_ITEMS = Table(
+    "bronze", "items", (), ("item_id",), "current item catalogue, upserted", _ITEM_COLUMNS
+)
+BRONZE_USERS = Table(
+    "bronze", "users", (), ("user_id",), "current user attributes, upserted", _USER_COLUMNS
+)
 BRONZE_ITEM_HISTORY = Table(
-    "bronze", "item_history", ("dt",), ("item_id", "dt"), "every item delivery, read as of a day"
-)
+    "bronze", "item_history", ("dt",), ("item_id", "dt"), "every item delivery, read as of a day",
+    _ITEM_COLUMNS,
+)  # fmt: skip
 BRONZE_USER_HISTORY = Table(
-    "bronze", "user_history", ("dt",), ("user_id", "dt"), "every user delivery, read as of a day"
-)
+    "bronze", "user_history", ("dt",), ("user_id", "dt"), "every user delivery, read as of a day",
+    _USER_COLUMNS,
+)  # fmt: skip
 BRONZE_QUARANTINE = Table(
-    "bronze", "quarantine", ("dt",), (), "rejected raw rows with the rule they broke"
-)
-BRONZE_INGEST_RUNS = Table("bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting")
-SILVER_BEHAVIORS = Table("silver", "behaviors", ("dt",), ("event_id",), "clicks and conversions")
+    "bronze", "quarantine", ("dt",), (), "rejected raw rows with the rule they broke",
+    "source_table string, raw_record string, reason string, rules string, run_id string, "
+    "quarantined_at timestamp, dt string",
+)  # fmt: skip
+BRONZE_INGEST_RUNS = Table(
+    "bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting",
+    "source string, dt string, run_id string, raw_rows bigint, bronze_rows bigint, "
+    "quarantined_rows bigint, duplicate_rows bigint, recorded_at timestamp",
+    written_at="recorded_at",
+)  # fmt: skip
+SILVER_BEHAVIORS = Table(
+    "silver", "behaviors", ("dt",), ("event_id",), "clicks and conversions",
+    "event_id string, user_id string, item_id string, category string, behavior_type string, "
+    "request_id string, event_time timestamp, ingestion_time timestamp, dt string",
+)  # fmt: skip
+_DAILY_COUNTS = "impressions bigint, clicks bigint, conversions bigint, dt string"
 SILVER_USER_DAILY = Table(
-    "silver", "user_daily_activity", ("dt",), ("user_id",), "per-user counts of one day"
-)
-SILVER_ITEM_DAILY = Table("silver", "item_daily_stats", ("dt",), ("item_id",), "per-item counts")
+    "silver", "user_daily_activity", ("dt",), ("user_id",), "per-user counts of one day",
+    f"user_id string, {_DAILY_COUNTS}",
+)  # fmt: skip
+SILVER_ITEM_DAILY = Table(
+    "silver", "item_daily_stats", ("dt",), ("item_id",), "per-item counts",
+    f"item_id string, {_DAILY_COUNTS}",
+)  # fmt: skip
 SILVER_USER_CATEGORY_EXPOSURE = Table(
     "silver", "user_category_exposure", ("dt",), ("user_id", "top_category"),
     "per-user impressions and clicks per top category of one day",
+    "user_id string, top_category string, impressions bigint, clicks bigint, dt string",
 )  # fmt: skip
 SILVER_USER_CATEGORY_STATE = Table(
     "silver", "user_category_state", ("dt",), ("user_id", "top_category"),
     "per-user impressions and clicks per top category over the 30 days ending with dt",
+    "user_id string, top_category string, impressions_30d bigint, clicks_30d bigint, dt string",
 )  # fmt: skip
 SILVER_SEQUENCE_STATE = Table(
-    "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt"
-)
+    "silver", "sequence_state", ("dt",), ("user_id",), "last L clicks per user at the end of dt",
+    "user_id string, "
+    "seq array<struct<ts:timestamp,event_id:string,item_id:string,category:string>>, dt string",
+)  # fmt: skip
 SILVER_ITEM_EMBEDDINGS = Table(
-    "silver", "item_embeddings", (), ("item_id",), "frozen multimodal vectors per encoder version"
-)
+    "silver", "item_embeddings", (), ("item_id",), "frozen multimodal vectors per encoder version",
+    "item_id string, content_hash string, has_image boolean, embedding array<float>, "
+    "encoder_version string, updated_dt string",
+)  # fmt: skip
 SILVER_ITEM_PROJECTIONS = Table(
-    "silver", "item_embedding_projections", (), ("encoder_version",), "PCA fitted once per version"
-)
+    "silver", "item_embedding_projections", (), ("encoder_version",),
+    "PCA fitted once per version",
+    "encoder_version string, mean array<float>, components array<array<float>>, "
+    "fitted_on_items bigint, fitted_at timestamp",
+    written_at="fitted_at",
+)  # fmt: skip
+_WINDOW_COUNTS = ", ".join(
+    f"{kind}_{days}d bigint" for days in (7, 30, 365) for kind in ("clicks", "impressions",
+                                                                    "conversions")
+)  # fmt: skip
 SILVER_USER_FEATURES = Table(
-    "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket"
-)
+    "silver", "user_features", ("dt",), ("user_id",), "attributes, 7/30/365-day activity, bucket",
+    "user_id string, age_band string, gender string, city_tier string, signup_date date, "
+    f"{_WINDOW_COUNTS}, activity_bucket string, dt string",
+)  # fmt: skip
 SILVER_USER_CATEGORY_DAILY = Table(
     "silver", "user_category_daily", ("dt",), ("user_id", "category"),
     "per-user clicks, purchases and price percentile per category of one day",
+    "user_id string, category string, clicks bigint, purchases bigint, price_sum double, "
+    "priced bigint, dt string",
 )  # fmt: skip
 SILVER_USER_PROFILES = Table(
     "silver", "user_profiles", ("dt",), ("user_id", "dt"),
     "semantic profiles (LLM or template) written on dt, read as of a day; cached by input "
     "fingerprint, prompt version, model",
+    "user_id string, input_fingerprint string, input_json string, prompt_version string, "
+    "model string, source string, profile_json string, profile_text string, "
+    "llm_fingerprint string, llm_error string, llm_failures int, completion_tokens int, "
+    "llm_seconds double, updated_dt string, dt string",
 )  # fmt: skip
 SILVER_PROFILE_RUNS = Table(
-    "silver", "profile_runs", ("dt",), (), "per-run LLM accounting: calls, hits, failures, tokens"
-)
+    "silver", "profile_runs", ("dt",), (), "per-run LLM accounting: calls, hits, failures, tokens",
+    "cache_hits bigint, calls bigint, completion_tokens bigint, dt string, failures bigint, "
+    "llm_profiles bigint, model string, prompt_version string, seconds double, "
+    "template_profiles bigint, tokens_per_second double, users_considered bigint, "
+    "users_per_second double",
+)  # fmt: skip
 SILVER_GROUP_CODEBOOKS = Table(
     "silver", "group_codebooks", (), ("codebook_version", "stage", "code"),
     "RQ-KMeans centroids, one set per codebook version",
+    "codebook_version string, stage int, code int, centroid array<float>, fitted_dt string, "
+    "users_fitted bigint, created_at timestamp",
 )  # fmt: skip
 SILVER_USER_GROUPS = Table(
-    "silver", "user_groups", ("dt",), ("user_id",), "RQ-KMeans codes (c1, c2, c3) at the end of dt"
-)
+    "silver", "user_groups", ("dt",), ("user_id",), "RQ-KMeans codes (c1, c2, c3) at the end of dt",
+    "user_id string, c1 int, c2 int, c3 int, codes array<int>, leaf_group string, "
+    "prior_group string, codebook_version string, profile_fingerprint string, "
+    "profile_source string, assigned_dt string, dt string",
+)  # fmt: skip
 SILVER_GROUP_PRIORS = Table(
     "silver", "group_priors", ("dt",), ("group_id",),
     "per group: voted attributes and the group behaviour sequence, as of dt",
+    "group_id string, members bigint, voted_age_band string, voted_gender string, "
+    "voted_city_tier string, group_hist_categories array<string>, "
+    "group_hist_top_categories array<string>, dt string",
 )  # fmt: skip
-GOLD_SAMPLES = Table("gold", "samples", ("dt",), ("event_id",), "one row per impression")
-GOLD_PROMOTIONS = Table("gold", "promotions", ("dt",), (), "champion/challenger decisions")
-QUALITY_RESULTS = Table("quality", "results", ("dt",), (), "every GX check of every gate run")
-QUALITY_MONITORING = Table(
-    "quality", "monitoring", ("dt",), (), "freshness, volume and drift across tables"
+GOLD_SAMPLES = Table(
+    "gold", "samples", ("dt",), ("event_id",), "one row per impression", _ddl(SAMPLE_FIELDS)
 )
-GOLD_METRICS = Table("gold", "metrics", ("dt",), (), "evaluation results, one row per metric")
+GOLD_PROMOTIONS = Table(
+    "gold", "promotions", ("dt",), ("dt", "challenger_model"), "champion/challenger decisions",
+    "challenger_model string, challenger_version string, champion_version string, "
+    "promoted boolean, gain double, ci_low double, ci_high double, reasons string, dt string, "
+    "decided_at timestamp",
+    written_at="decided_at",
+)  # fmt: skip
+QUALITY_RESULTS = Table(
+    "quality", "results", ("dt",), (), "every GX check of every gate run",
+    "table string, expectation string, column string, severity string, success boolean, "
+    "unexpected_count bigint, element_count bigint, observed string, examples array<string>, "
+    "dt string, checked_at timestamp",
+    written_at="checked_at",
+)  # fmt: skip
+QUALITY_MONITORING = Table(
+    "quality", "monitoring", ("dt",), (), "freshness, volume and drift across tables",
+    "check string, table string, column string, value double, threshold double, status string, "
+    "detail string, dt string, checked_at timestamp",
+    written_at="checked_at",
+)  # fmt: skip
+GOLD_METRICS = Table(
+    "gold", "metrics", ("dt",), ("dt", "model", "run_id", "slice", "metric"),
+    "evaluation results, one row per metric",
+    "model string, run_id string, model_version string, slice string, metric string, "
+    "value double, dt string, recorded_at timestamp",
+    written_at="recorded_at",
+)  # fmt: skip
 
 ALL_TABLES = [
     BRONZE_EVENTS,
@@ -171,9 +432,27 @@ def version(spark: SparkSession, table: Table, settings: Settings) -> int | None
     return int(history.select("version").first()[0])
 
 
-def replace_partition(df: DataFrame, table: Table, settings: Settings, predicate: str) -> None:
-    """Atomically replace the rows matching `predicate` (e.g. "dt = '2026-11-01'") with df."""
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+def sql_predicate(df: DataFrame, condition: Column) -> str:
+    """A Column condition as the SQL text Delta's replaceWhere takes, resolved against the
+    rows being written: Spark writes the literals, quoted and escaped, so no value is pasted
+    into SQL by hand."""
+    plan = df.where(condition)._jdf.queryExecution().analyzed()  # a Filter over df
+    return plan.condition().sql()
+
+
+def partition(dt: str, **equal: str) -> Column:
+    """`dt = <dt> AND <column> = <value> ...`: the rows one run of a step owns."""
+    condition = F.col("dt") == F.lit(dt)
+    for column, value in equal.items():
+        condition = condition & (F.col(column) == F.lit(value))
+    return condition
+
+
+def replace_partition(df: DataFrame, table: Table, settings: Settings, condition: Column) -> None:
+    """Atomically replace the rows matching `condition` (`partition(dt)`, or any Column
+    condition over partition columns) with df."""
+    writer = df.write.format("delta").mode("overwrite")
+    writer = writer.option("replaceWhere", sql_predicate(df, condition))
     if table.partition_by:
         writer = writer.partitionBy(*table.partition_by)
     writer.save(table.path(settings))

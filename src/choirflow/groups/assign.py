@@ -18,20 +18,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset
+from choirflow.dates import day_offset
+from choirflow.encoders import text_encoder
 from choirflow.groups import rqkmeans
+from choirflow.groups.codes import code_prefix
 from choirflow.groups.inputs import profiles_as_of
+from choirflow.logs import step_log
 
 
 def encode_profiles(texts: list[str], dim: int) -> np.ndarray:
     """[N, dim] L2-normalised text vectors (truncated Matryoshka-style, then renormalised)."""
-    from choirflow.features.item_embeddings import text_encoder
-
     vectors = text_encoder().encode(texts, batch_size=128, show_progress_bar=False)
     return rqkmeans.l2_normalise(np.asarray(vectors)[:, :dim])
 
@@ -98,9 +99,8 @@ def refit_codebooks(spark: SparkSession, settings: Settings, dt: str) -> str:
     )
     tables.merge_upsert(spark, frame, tables.SILVER_GROUP_CODEBOOKS, settings)
     errors = rqkmeans.reconstruction_error(vectors, books)
-    print(
-        f"[groups] fitted {version} on {len(vectors)} profiles; residual by stage {errors}",
-        flush=True,
+    step_log(__name__, "groups", dt).info(
+        "fitted %s on %d profiles; residual by stage %s", version, len(vectors), errors
     )
     return version
 
@@ -126,9 +126,48 @@ def _previous_groups(spark: SparkSession, settings: Settings, dt: str) -> DataFr
     return None if last is None else groups.where(F.col("dt") == last)
 
 
-def code_prefix(codes: str, level: int) -> F.Column:
-    """The group at `level` of the hierarchy: the first `level` codes, joined by "-"."""
-    return F.array_join(F.slice(F.col(codes), 1, level), "-")
+def _changed_profiles(
+    spark: SparkSession, settings: Settings, dt: str, previous: DataFrame | None, version: str
+) -> tuple[DataFrame, DataFrame | None]:
+    """(profiles to encode, users whose carried codes still hold): a user keeps their codes
+    while their profile's fingerprint and source and the codebook version are unchanged."""
+    profiles = profiles_as_of(spark, settings, dt).select(
+        "user_id",
+        F.col("input_fingerprint").alias("profile_fingerprint"),
+        F.col("source").alias("profile_source"),
+        "profile_text",
+    )
+    if previous is None:
+        return profiles, None
+    prev = previous.select(
+        "user_id", "codes", F.col("profile_fingerprint").alias("p_fp"),
+        F.col("profile_source").alias("p_src"), F.col("codebook_version").alias("p_ver"),
+    )  # fmt: skip
+    joined = profiles.join(prev, "user_id", "left")
+    same = F.coalesce(
+        (F.col("p_fp") == F.col("profile_fingerprint"))
+        & (F.col("p_src") == F.col("profile_source"))
+        & (F.col("p_ver") == version),
+        F.lit(False),
+    )
+    changed = joined.where(~same).select(*profiles.columns)
+    kept = joined.where(same).select("user_id", "profile_fingerprint", "profile_source", "codes")
+    return changed, kept
+
+
+def _with_levels(groups: DataFrame, levels: int, min_members: int) -> tuple[DataFrame, Column]:
+    """The group of each level (g1..gL), its size (n1..nL), and the prior group: the deepest
+    level whose group has at least `min_members` members."""
+    for level in range(1, levels + 1):
+        groups = groups.withColumn(f"g{level}", code_prefix("codes", level))
+    for level in range(1, levels + 1):
+        groups = groups.withColumn(
+            f"n{level}", F.count(F.lit(1)).over(Window.partitionBy(f"g{level}"))
+        )
+    prior = F.col("g1")
+    for level in range(2, levels + 1):
+        prior = F.when(F.col(f"n{level}") >= min_members, F.col(f"g{level}")).otherwise(prior)
+    return groups, prior
 
 
 def assign_groups(
@@ -141,30 +180,8 @@ def assign_groups(
         refit_codebooks(spark, settings, dt)
         current = latest_codebook(spark, settings, as_of=dt)
     version, books = current
-    profiles = profiles_as_of(spark, settings, dt).select(
-        "user_id",
-        F.col("input_fingerprint").alias("profile_fingerprint"),
-        F.col("source").alias("profile_source"),
-        "profile_text",
-    )
     previous = _previous_groups(spark, settings, dt)
-    if previous is None:
-        changed, kept = profiles, None
-    else:
-        prev = previous.select(
-            "user_id", "codes", F.col("profile_fingerprint").alias("p_fp"),
-            F.col("profile_source").alias("p_src"), F.col("codebook_version").alias("p_ver"),
-        )  # fmt: skip
-        joined = profiles.join(prev, "user_id", "left")
-        same = (
-            (F.col("p_fp") == F.col("profile_fingerprint"))
-            & (F.col("p_src") == F.col("profile_source"))
-            & (F.col("p_ver") == version)
-        )
-        changed = joined.where(~F.coalesce(same, F.lit(False))).select(*profiles.columns)
-        kept = joined.where(F.coalesce(same, F.lit(False))).select(
-            "user_id", "profile_fingerprint", "profile_source", "codes"
-        )
+    changed, kept = _changed_profiles(spark, settings, dt, previous, version)
     n_changed = changed.count()
     parts = max(1, min(spark.sparkContext.defaultParallelism, n_changed // 500 + 1))
     fresh = changed.repartition(parts).mapInPandas(
@@ -176,18 +193,9 @@ def assign_groups(
         carried = previous.select("user_id", "assigned_dt")
         fresh = fresh.unionByName(kept.join(carried, "user_id", "left"))
     levels = len(books)
-    groups = fresh.withColumn("codebook_version", F.lit(version))
-    for level in range(1, levels + 1):
-        groups = groups.withColumn(f"g{level}", code_prefix("codes", level))
-    for level in range(1, levels + 1):
-        groups = groups.withColumn(
-            f"n{level}", F.count(F.lit(1)).over(Window.partitionBy(f"g{level}"))
-        )
-    prior = F.col("g1")
-    for level in range(2, levels + 1):
-        prior = F.when(F.col(f"n{level}") >= cfg.min_group_members, F.col(f"g{level}")).otherwise(
-            prior
-        )
+    groups, prior = _with_levels(
+        fresh.withColumn("codebook_version", F.lit(version)), levels, cfg.min_group_members
+    )
     out = groups.select(
         "user_id",
         *[F.try_element_at("codes", F.lit(s + 1)).alias(f"c{s + 1}") for s in range(3)],
@@ -200,7 +208,7 @@ def assign_groups(
         "assigned_dt",
         F.lit(dt).alias("dt"),
     )
-    tables.replace_partition(out, tables.SILVER_USER_GROUPS, settings, f"dt = '{dt}'")
+    tables.replace_partition(out, tables.SILVER_USER_GROUPS, settings, tables.partition(dt))
     today = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
     stats = {
         "codebook_version": version,
@@ -209,7 +217,7 @@ def assign_groups(
         "leaf_groups": today.select("leaf_group").distinct().count(),
     }
     stats["priors"] = build_group_priors(spark, settings, dt)
-    print(f"[groups dt={dt}] " + " ".join(f"{k}={v}" for k, v in stats.items()), flush=True)
+    step_log(__name__, "groups", dt).info(" ".join(f"{k}={v}" for k, v in stats.items()))
     return stats
 
 
@@ -273,5 +281,5 @@ def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
         )
         priors = priors.join(top, "group_id", "left")
     priors = priors.withColumn("dt", F.lit(dt))
-    tables.replace_partition(priors, tables.SILVER_GROUP_PRIORS, settings, f"dt = '{dt}'")
+    tables.replace_partition(priors, tables.SILVER_GROUP_PRIORS, settings, tables.partition(dt))
     return tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == dt).count()

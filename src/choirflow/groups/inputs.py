@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset
+from choirflow.dates import day_offset
 
 WINDOW_NAMES = ("short_term", "medium_term", "long_term")
 
@@ -48,7 +48,9 @@ def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) 
         )
         .withColumn("dt", F.lit(dt))
     )  # fmt: skip
-    tables.replace_partition(daily, tables.SILVER_USER_CATEGORY_DAILY, settings, f"dt = '{dt}'")
+    tables.replace_partition(
+        daily, tables.SILVER_USER_CATEGORY_DAILY, settings, tables.partition(dt)
+    )
     return (
         tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
         .where(F.col("dt") == dt)

@@ -23,12 +23,13 @@ from choirflow.config import Settings
 from choirflow.groups.backends import backend_for, ensure_gguf, model_id
 from choirflow.groups.inputs import build_profile_inputs, profiles_as_of
 from choirflow.groups.profile import PROMPT_VERSION, fingerprint, template_profile
+from choirflow.logs import step_log
 
-PROFILE_SCHEMA_DDL = (
-    "user_id string, input_fingerprint string, input_json string, prompt_version string, "
-    "model string, source string, profile_json string, profile_text string, "
-    "llm_fingerprint string, llm_error string, llm_failures int, completion_tokens int, "
-    "llm_seconds double, updated_dt string"
+# The labelling output: silver.user_profiles' columns but its partition column.
+PROFILE_SCHEMA_DDL = ", ".join(
+    f"{f.name} {f.dataType.simpleString()}"
+    for f in tables.SILVER_USER_PROFILES.schema
+    if f.name != "dt"
 )
 
 
@@ -195,8 +196,11 @@ def label_profiles(
         "seconds": round(time.perf_counter() - start, 2),
     }  # fmt: skip
     tables.replace_partition(
-        spark.createDataFrame([stats]), tables.SILVER_PROFILE_RUNS, settings, f"dt = '{dt}'"
+        tables.SILVER_PROFILE_RUNS.frame(spark, [stats]),
+        tables.SILVER_PROFILE_RUNS,
+        settings,
+        tables.partition(dt),
     )
     shown = ("users_considered", "cache_hits", "calls", "failures", "template_profiles")
-    print(f"[profiles dt={dt}] " + " ".join(f"{k}={stats[k]}" for k in shown), flush=True)
+    step_log(__name__, "profiles", dt).info(" ".join(f"{k}={stats[k]}" for k in shown))
     return stats

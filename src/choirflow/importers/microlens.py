@@ -13,13 +13,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from choirflow import tables
+from choirflow.buckets import activity_bucket_array
 from choirflow.config import Settings
 
 ENCODER_VERSION = "microlens-mmctr-item_emb_d128"
@@ -74,10 +74,10 @@ def import_microlens(
         frame = pd.read_parquet(path / f"{split}.parquet")
         samples = _samples(frame, split, dt, categories)
         clicks_30d = samples["hist_len"]  # activity proxy: the history the data set gives
-        samples["activity_bucket"] = np.where(
-            clicks_30d <= settings.features.activity_low_max,
-            "low",
-            np.where(clicks_30d <= settings.features.activity_mid_max, "mid", "high"),
+        samples["activity_bucket"] = activity_bucket_array(
+            clicks_30d.to_numpy(),
+            settings.features.activity_low_max,
+            settings.features.activity_mid_max,
         )
         df = spark.createDataFrame(samples)
         for column in ("event_time", "seconds_since_last_click"):
@@ -91,7 +91,7 @@ def import_microlens(
             df = df.withColumn(column, F.lit(None).cast("string"))
         for column in ("click", "conversion", "views_level", "likes_level", "hist_len"):
             df = df.withColumn(column, F.col(column).cast("int"))
-        tables.replace_partition(df, tables.GOLD_SAMPLES, settings, f"dt = '{dt}'")
+        tables.replace_partition(df, tables.GOLD_SAMPLES, settings, tables.partition(dt))
         counts[split] = len(samples)
     schema = T.StructType(
         [

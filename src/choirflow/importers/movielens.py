@@ -79,6 +79,27 @@ def import_movielens(path: str | Path, raw_dir: str | Path) -> dict[str, int]:
     """Write raw events/items/users (one folder per UTC day) under raw_dir."""
     ratings, users, movies = read_movielens(path)
     raw = Path(raw_dir)
+    events = _events(ratings)
+    first_day = events["dt"].min()
+    for dt, part in events.groupby("dt", sort=True):
+        _write(part.drop(columns="dt"), raw / "events" / f"dt={dt}" / "part-00000.jsonl")
+    stamp = f"{first_day}T00:00:00.000Z"
+    items, people = _items(movies, stamp), _users(users, stamp)
+    _write(items, raw / "items" / f"dt={first_day}" / "part-00000.jsonl")
+    _write(people, raw / "users" / f"dt={first_day}" / "part-00000.jsonl")
+    return {
+        "events": len(events),
+        "items": len(items),
+        "users": len(people),
+        "days": int(events["dt"].nunique()),
+        "first_day": first_day,
+        "last_day": events["dt"].max(),
+    }
+
+
+def _events(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Every rating is an impression; 4 and 5 stars a click a second later; 5 stars a
+    conversion two seconds later (same request, so the pipeline attributes them)."""
     ratings = ratings.sort_values(["ts", "user", "item"], kind="stable").reset_index(drop=True)
     request = "ml-" + ratings["user"].astype(str) + "-" + ratings["ts"].astype(str)
     frames = []
@@ -106,11 +127,11 @@ def import_movielens(path: str | Path, raw_dir: str | Path) -> dict[str, int]:
         )
     events = pd.concat(frames, ignore_index=True)
     events["dt"] = events["event_time"].str[:10]
-    first_day = events["dt"].min()
-    for dt, part in events.groupby("dt", sort=True):
-        _write(part.drop(columns="dt"), raw / "events" / f"dt={dt}" / "part-00000.jsonl")
-    stamp = f"{first_day}T00:00:00.000Z"
-    items = pd.DataFrame(
+    return events
+
+
+def _items(movies: pd.DataFrame, stamp: str) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "item_id": "m" + movies["item"].astype(str),
             "title": movies["title"].astype(str).str.slice(0, 256),
@@ -122,8 +143,10 @@ def import_movielens(path: str | Path, raw_dir: str | Path) -> dict[str, int]:
             "updated_at": stamp,
         }
     )
-    _write(items, raw / "items" / f"dt={first_day}" / "part-00000.jsonl")
-    people = pd.DataFrame(
+
+
+def _users(users: pd.DataFrame, stamp: str) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "user_id": "u" + users["user"].astype(str),
             "age_band": users["age"].map(_age_band),
@@ -133,12 +156,3 @@ def import_movielens(path: str | Path, raw_dir: str | Path) -> dict[str, int]:
             "updated_at": stamp,
         }
     )
-    _write(people, raw / "users" / f"dt={first_day}" / "part-00000.jsonl")
-    return {
-        "events": len(events),
-        "items": len(items),
-        "users": len(people),
-        "days": int(events["dt"].nunique()),
-        "first_day": first_day,
-        "last_day": events["dt"].max(),
-    }

@@ -15,11 +15,11 @@ from pathlib import Path
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.contracts import Contract, load_contract
+from choirflow.logs import step_log
 
 # Far-past and future bounds for event times, relative to the partition's day.
 MAX_EVENT_AGE_DAYS = 30
@@ -44,7 +44,7 @@ class IngestCounts:
     def line(self) -> str:
         mark = "ok" if self.reconciles else "MISMATCH"
         return (
-            f"[ingest {self.source} dt={self.dt}] raw={self.raw_rows} = bronze={self.bronze_rows}"
+            f"{self.source}: raw={self.raw_rows} = bronze={self.bronze_rows}"
             f" + quarantined={self.quarantined_rows} + duplicates={self.duplicate_rows} ({mark})"
         )
 
@@ -198,7 +198,7 @@ def ingest_events(
         F.lit(run_id).alias("run_id"),
         F.lit(dt).alias("dt"),
     )
-    tables.replace_partition(bronze, tables.BRONZE_EVENTS, settings, f"dt = '{dt}'")
+    tables.replace_partition(bronze, tables.BRONZE_EVENTS, settings, tables.partition(dt))
     _write_quarantine(
         spark, settings, _quarantine_rows(bad, "raw_events", dt, run_id), "raw_events", dt
     )
@@ -284,7 +284,7 @@ def ingest_dimension(
         *contract.column_names, F.lit(dt).alias("dt"), F.lit(run_id).alias("run_id")
     ).cache()
     kept = upsert.count()
-    tables.replace_partition(upsert, history, settings, f"dt = '{dt}'")
+    tables.replace_partition(upsert, history, settings, tables.partition(dt))
     if kept:
         tables.merge_upsert(spark, upsert, current, settings, newer_than="updated_at")
     source_name = f"raw_{source}"
@@ -312,7 +312,7 @@ def _write_quarantine(
     spark: SparkSession, settings: Settings, rows: DataFrame, source: str, dt: str
 ) -> None:
     """Replace this source's quarantine rows for dt, so a rerun does not double them."""
-    predicate = f"dt = '{dt}' AND source_table = '{source}'"
+    predicate = tables.partition(dt, source_table=source)
     if not tables.exists(spark, tables.BRONZE_QUARANTINE, settings):
         rows.write.format("delta").partitionBy("dt").save(tables.BRONZE_QUARANTINE.path(settings))
         return
@@ -326,24 +326,9 @@ def _quarantined_count(spark: SparkSession, settings: Settings, source: str, dt:
     return q.where((F.col("dt") == dt) & (F.col("source_table") == source)).count()
 
 
-_RUN_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("dt", T.StringType()),
-        T.StructField("run_id", T.StringType()),
-        T.StructField("raw_rows", T.LongType()),
-        T.StructField("bronze_rows", T.LongType()),
-        T.StructField("quarantined_rows", T.LongType()),
-        T.StructField("duplicate_rows", T.LongType()),
-    ]
-)
-
-
 def _record_run(spark: SparkSession, settings: Settings, counts: IngestCounts) -> None:
-    row = asdict(counts)
-    df = spark.createDataFrame([tuple(row[f.name] for f in _RUN_SCHEMA.fields)], _RUN_SCHEMA)
-    df = df.withColumn("recorded_at", F.current_timestamp())
-    predicate = f"dt = '{counts.dt}' AND source = '{counts.source}'"
+    df = tables.BRONZE_INGEST_RUNS.frame(spark, [asdict(counts)])
+    predicate = tables.partition(counts.dt, source=counts.source)
     if not tables.exists(spark, tables.BRONZE_INGEST_RUNS, settings):
         df.write.format("delta").partitionBy("dt").save(tables.BRONZE_INGEST_RUNS.path(settings))
     else:
@@ -359,7 +344,7 @@ def ingest_day(spark: SparkSession, settings: Settings, dt: str) -> list[IngestC
         ingest_events(spark, settings, dt, run_id),
     ]
     for counts in results:
-        print(counts.line(), flush=True)
+        step_log(__name__, "ingest", dt).info("%s", counts.line())
         if not counts.reconciles or counts.duplicate_rows < 0:
             raise ReconciliationError(counts.line())
     return results

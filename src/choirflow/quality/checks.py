@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset
+from choirflow.dates import day_offset
 from choirflow.quality.gate import gate
 from choirflow.quality.suites import (
     bronze_dimension_suite,

@@ -7,16 +7,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.logs import step_log
 from choirflow.quality.suites import SuiteSpec, prepare
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -106,6 +105,37 @@ def _examples(spec: SuiteSpec, raw_result: dict) -> list[str]:
     ]
 
 
+def _check_result(spec: SuiteSpec, dt: str, r) -> CheckResult:
+    """One GX expectation result as a row of quality.results (an exception it raised is
+    its observed value)."""
+    cfg = r.expectation_config
+    raw = dict(r.result or {})
+    errors = [
+        v.get("exception_message")
+        for v in (r.exception_info or {}).values()
+        if isinstance(v, dict) and v.get("raised_exception")
+    ]
+    column = (
+        cfg.kwargs.get("column")
+        or ",".join(str(cfg.kwargs[k]) for k in ("column_A", "column_B") if k in cfg.kwargs)
+        or None
+    )
+    observed = raw.get("observed_value")
+    shown = errors[0] if errors else observed
+    return CheckResult(
+        table=spec.table,
+        dt=dt,
+        expectation=cfg.type,
+        column=column,
+        severity=(cfg.meta or {}).get("severity", "hard"),
+        success=bool(r.success),
+        unexpected_count=raw.get("unexpected_count"),
+        element_count=raw.get("element_count"),
+        observed=None if shown is None else str(shown),
+        examples=_examples(spec, raw),
+    )
+
+
 def validate(
     spark: SparkSession, settings: Settings, df: DataFrame, spec: SuiteSpec, dt: str
 ) -> GateReport:
@@ -140,66 +170,15 @@ def validate(
     prepared = prepare(df, spec).cache()
     run = checkpoint.run(batch_parameters={"dataframe": prepared})
     suite_result = next(iter(run.run_results.values()))
-    results = []
-    for r in suite_result.results:
-        cfg = r.expectation_config
-        raw = dict(r.result or {})
-        errors = [
-            v.get("exception_message")
-            for v in (r.exception_info or {}).values()
-            if isinstance(v, dict) and v.get("raised_exception")
-        ]
-        column = (
-            cfg.kwargs.get("column")
-            or ",".join(str(cfg.kwargs[k]) for k in ("column_A", "column_B") if k in cfg.kwargs)
-            or None
-        )
-        observed = raw.get("observed_value")
-        results.append(
-            CheckResult(
-                table=spec.table,
-                dt=dt,
-                expectation=cfg.type,
-                column=column,
-                severity=(cfg.meta or {}).get("severity", "hard"),
-                success=bool(r.success),
-                unexpected_count=raw.get("unexpected_count"),
-                element_count=raw.get("element_count"),
-                observed=str(errors[0] if errors else observed)
-                if (errors or observed is not None)
-                else None,
-                examples=_examples(spec, raw),
-            )
-        )
+    results = [_check_result(spec, dt, r) for r in suite_result.results]
     prepared.unpersist()
     index = Path(docs_dir) / "index.html"
     return GateReport(spec.table, dt, results, str(index) if index.exists() else None)
 
 
-RESULTS_SCHEMA = T.StructType(
-    [
-        T.StructField("table", T.StringType()),
-        T.StructField("expectation", T.StringType()),
-        T.StructField("column", T.StringType()),
-        T.StructField("severity", T.StringType()),
-        T.StructField("success", T.BooleanType()),
-        T.StructField("unexpected_count", T.LongType()),
-        T.StructField("element_count", T.LongType()),
-        T.StructField("observed", T.StringType()),
-        T.StructField("examples", T.ArrayType(T.StringType())),
-        T.StructField("dt", T.StringType()),
-    ]
-)
-
-
 def record(spark: SparkSession, settings: Settings, report: GateReport) -> None:
-    rows = [
-        (r.table, r.expectation, r.column, r.severity, r.success, r.unexpected_count,
-         r.element_count, r.observed, r.examples, r.dt)
-        for r in report.results
-    ]  # fmt: skip
-    df = spark.createDataFrame(rows, RESULTS_SCHEMA).withColumn("checked_at", F.current_timestamp())
-    predicate = f"dt = '{report.dt}' AND `table` = '{report.table}'"
+    df = tables.QUALITY_RESULTS.frame(spark, [asdict(r) for r in report.results])
+    predicate = tables.partition(report.dt, table=report.table)
     if not tables.exists(spark, tables.QUALITY_RESULTS, settings):
         df.write.format("delta").partitionBy("dt").save(tables.QUALITY_RESULTS.path(settings))
     else:
@@ -213,7 +192,7 @@ def gate(
     report = validate(spark, settings, df, spec, dt)
     record(spark, settings, report)
     for soft in report.soft_failures:
-        print(f"[quality] warning: {soft.describe()}", flush=True)
+        step_log(__name__, "quality", dt).warning("%s", soft.describe())
     if report.hard_failures:
         lines = "\n".join("  - " + r.describe() for r in report.hard_failures)
         raise QualityGateError(
@@ -221,11 +200,10 @@ def gate(
             f"check(s) failed; the run stops before training.\n{lines}\n"
             f"Data Docs: {report.data_docs}"
         )
-    print(
-        f"[quality] {spec.table} [{dt}]: {len(report.results)} checks passed"
-        f" ({len(report.soft_failures)} soft warnings)",
-        flush=True,
-    )
+    step_log(__name__, "quality", dt).info(
+        "%s: %d checks passed (%d soft warnings)",
+        spec.table, len(report.results), len(report.soft_failures),
+    )  # fmt: skip
     return {
         "table": spec.table,
         "checks": len(report.results),

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.features.activity import day_offset
+from choirflow.dates import day_offset
+from choirflow.logs import step_log
 
 DAILY_TABLES = (
     tables.BRONZE_EVENTS,
@@ -57,12 +57,18 @@ def numeric_psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> flo
     return psi(ref, cur)
 
 
-def _row(check, table, column, value, threshold, ok, detail, dt):
+def _row(check, table, column, value, threshold, ok, detail, dt) -> dict:
+    """One quality.monitoring row."""
     status = "ok" if ok else "warn"
-    return (check, table, column, float(value), float(threshold), status, detail, dt)
+    return {
+        "check": check, "table": table, "column": column, "value": float(value),
+        "threshold": float(threshold), "status": status, "detail": detail, "dt": dt,
+    }  # fmt: skip
 
 
-def monitor(spark: SparkSession, settings: Settings, dt: str) -> pd.DataFrame:
+def _freshness_and_volume(spark: SparkSession, settings: Settings, dt: str) -> list[dict]:
+    """Per daily table: days since its newest partition, and the day's rows against the
+    mean of the 7 days before."""
     rows = []
     for table in DAILY_TABLES:
         if not tables.exists(spark, table, settings):
@@ -90,45 +96,44 @@ def monitor(spark: SparkSession, settings: Settings, dt: str) -> pd.DataFrame:
             rows.append(
                 _row("volume", table.full_name, None, ratio, VOLUME_RATIO[1], ok, detail, dt)
             )
-    if tables.exists(spark, tables.GOLD_SAMPLES, settings):
-        cols = [*CATEGORICAL_DRIFT, *NUMERIC_DRIFT]
-        samples = tables.read(spark, tables.GOLD_SAMPLES, settings)
-        current = samples.where(F.col("dt") == dt).select(*cols).toPandas()
-        reference = (
-            samples.where((F.col("dt") >= day_offset(dt, -7)) & (F.col("dt") < dt))
-            .select(*cols)
-            .toPandas()
+    return rows
+
+
+def _drift(spark: SparkSession, settings: Settings, dt: str) -> list[dict]:
+    """PSI of gold.samples' columns on dt against the 7 days before."""
+    if not tables.exists(spark, tables.GOLD_SAMPLES, settings):
+        return []
+    cols = [*CATEGORICAL_DRIFT, *NUMERIC_DRIFT]
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings)
+    current = samples.where(F.col("dt") == dt).select(*cols).toPandas()
+    reference = (
+        samples.where((F.col("dt") >= day_offset(dt, -7)) & (F.col("dt") < dt))
+        .select(*cols)
+        .toPandas()
+    )
+    if not (len(current) and len(reference)):
+        return []
+    rows = []
+    for col in cols:
+        if col in CATEGORICAL_DRIFT:
+            value = categorical_psi(reference[col], current[col])
+        else:
+            value = numeric_psi(reference[col].astype(float), current[col].astype(float))
+        rows.append(
+            _row("drift_psi", "gold.samples", col, value, PSI_WARN, value <= PSI_WARN, "", dt)
         )
-        if len(current) and len(reference):
-            for col in CATEGORICAL_DRIFT:
-                value = categorical_psi(reference[col], current[col])
-                rows.append(
-                    _row(
-                        "drift_psi", "gold.samples", col, value, PSI_WARN, value <= PSI_WARN, "", dt
-                    )
-                )
-            for col in NUMERIC_DRIFT:
-                value = numeric_psi(reference[col].astype(float), current[col].astype(float))
-                rows.append(
-                    _row(
-                        "drift_psi", "gold.samples", col, value, PSI_WARN, value <= PSI_WARN, "", dt
-                    )
-                )
-    schema = T.StructType(
-        [T.StructField(n, t) for n, t in (
-            ("check", T.StringType()), ("table", T.StringType()), ("column", T.StringType()),
-            ("value", T.DoubleType()), ("threshold", T.DoubleType()), ("status", T.StringType()),
-            ("detail", T.StringType()), ("dt", T.StringType()),
-        )]
-    )  # fmt: skip
-    df = spark.createDataFrame(rows, schema).withColumn("checked_at", F.current_timestamp())
-    tables.replace_partition(df, tables.QUALITY_MONITORING, settings, f"dt = '{dt}'")
+    return rows
+
+
+def monitor(spark: SparkSession, settings: Settings, dt: str) -> pd.DataFrame:
+    """Freshness, volume and drift checks of day dt, written to quality.monitoring."""
+    rows = _freshness_and_volume(spark, settings, dt) + _drift(spark, settings, dt)
+    df = tables.QUALITY_MONITORING.frame(spark, rows)
+    tables.replace_partition(df, tables.QUALITY_MONITORING, settings, tables.partition(dt))
     result = df.drop("checked_at").toPandas()
     warn = result[result["status"] == "warn"]
-    print(f"[quality monitor dt={dt}] {len(result)} checks, {len(warn)} warnings", flush=True)
+    log = step_log(__name__, "monitor", dt)
+    log.info("%d checks, %d warnings", len(result), len(warn))
     for r in warn.itertuples():
-        print(
-            f"  warn: {r.check} {r.table} {r.column or ''} value={r.value:.3f} {r.detail}",
-            flush=True,
-        )
+        log.warning("%s %s %s value=%.3f %s", r.check, r.table, r.column or "", r.value, r.detail)
     return result

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from choirflow.buckets import ACTIVITY_BUCKETS, activity_bucket_array
 from choirflow.synth.vocab import ADJECTIVES, BRANDS, NOUNS, TAGS, TOP_CATEGORIES
 
 AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55+"]
@@ -413,11 +414,6 @@ def generate_world(cfg: WorldConfig) -> World:
     return world
 
 
-def activity_bucket(clicks: np.ndarray, low_max: int = 4, mid_max: int = 19) -> np.ndarray:
-    """low / mid / high from a count of clicks (the same thresholds the pipeline uses)."""
-    return np.where(clicks <= low_max, "low", np.where(clicks <= mid_max, "mid", "high"))
-
-
 def summarize(world: World) -> dict:
     ev = world.events
     n_imp = int((ev["event_type"] == "impression").sum())
@@ -430,7 +426,7 @@ def summarize(world: World) -> dict:
         .reindex(world.users["user_id"], fill_value=0)
         .to_numpy()
     )
-    buckets = pd.Series(activity_bucket(clicks_per_user)).value_counts()
+    buckets = pd.Series(activity_bucket_array(clicks_per_user)).value_counts()
     return {
         "users": int(len(world.users)),
         "items": int(len(world.items)),
@@ -440,7 +436,7 @@ def summarize(world: World) -> dict:
         "conversions": n_conv,
         "ctr": round(n_click / max(n_imp, 1), 4),
         "cvr": round(n_conv / max(n_click, 1), 4),
-        "users_by_activity_bucket": {b: int(buckets.get(b, 0)) for b in ("low", "mid", "high")},
+        "users_by_activity_bucket": {b: int(buckets.get(b, 0)) for b in ACTIVITY_BUCKETS},
         "late_events": int((ev["ingestion_time"].dt.date != ev["event_time"].dt.date).sum()),
         "oracle_auc": _auc(
             world.oracle_impressions["clicked"], world.oracle_impressions["p_click"]
