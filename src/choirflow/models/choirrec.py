@@ -16,12 +16,13 @@ available as "group_to_individual".
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from choirflow.models.layers import (
-    ITEM_FIELDS,
     Batch,
     FeatureEmbedding,
     TargetAttention,
@@ -31,8 +32,9 @@ from choirflow.models.layers import (
 from choirflow.train.data import DENSE_FIELDS, GROUP_FIELDS
 
 _GROUP_COLUMNS = list(GROUP_FIELDS)
-_CODE_FIELDS = ("group_c1", "group_c2", "group_c3")
-_VOTED = {"group_age_band": "age_band", "group_gender": "gender", "group_city_tier": "city_tier"}
+# The hierarchical codes (coarse to fine) and the voted attributes (sharing the user's tables).
+_CODE_FIELDS = tuple(name for name in GROUP_FIELDS if re.fullmatch(r"group_c\d+", name))
+_VOTED = {name: table for name, table in GROUP_FIELDS.items() if table != name}
 
 
 def _group_column(batch: Batch, name: str) -> torch.Tensor:
@@ -49,6 +51,7 @@ class GroupIdFusion(nn.Module):
         )
         self.steps = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in _CODE_FIELDS[1:])
         self.out = mlp(len(_CODE_FIELDS) * dim, (dim,), out_dim=dim)
+        self.output_dim = self.out.output_dim
 
     def forward(self, batch: Batch) -> torch.Tensor:
         h = self.codes[0](_group_column(batch, _CODE_FIELDS[0]))
@@ -90,6 +93,7 @@ class ChoirRec(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         group_dim: int = 32,
         attention_hidden: tuple[int, ...] = (64, 32),
@@ -106,24 +110,32 @@ class ChoirRec(nn.Module):
         super().__init__()
         if distill_direction not in ("individual_to_group", "group_to_individual"):
             raise ValueError(f"unknown distill_direction {distill_direction!r}")
-        d = embedding_dim
-        self.embedding = FeatureEmbedding(vocab_sizes, d, item_vectors)
+        self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
         token = self.embedding.token_dim
-        # Individual channel.
+        # Individual channel: [context fields | target | attended behaviours].
         self.individual_attention = TargetAttention(
             token, tuple(attention_hidden), "relu", softmax=True
         )
-        n_fields = len(self.embedding.fields) - len(ITEM_FIELDS)
-        individual_in = n_fields * d + 2 * token
-        # Group channel.
+        individual_in = self.embedding.context_dim + token + self.individual_attention.output_dim
+        # Group channel: its parts in concatenation order, with their widths (_group_input
+        # concatenates in this order).
         self.group_id = GroupIdFusion(vocab_sizes, group_dim)
         self.group_category_attention = TargetAttention(
-            d, tuple(attention_hidden), "relu", softmax=True
+            embedding_dim, tuple(attention_hidden), "relu", softmax=True
         )
-        self.group_top_attention = TargetAttention(d, tuple(attention_hidden), "relu", softmax=True)
-        group_in = group_dim + len(_VOTED) * d + 2 * d + token + d
+        self.group_top_attention = TargetAttention(
+            embedding_dim, tuple(attention_hidden), "relu", softmax=True
+        )
+        self.group_widths = {
+            "group_id": self.group_id.output_dim,
+            **{name: embedding_dim for name in _VOTED},
+            "category_interest": self.group_category_attention.output_dim,
+            "top_category_interest": self.group_top_attention.output_dim,
+            "target": token,
+            "top_category": embedding_dim,
+        }
         self.individual = Tower(individual_in, tuple(tower_hidden), dropout)
-        self.group = Tower(group_in, tuple(tower_hidden), dropout)
+        self.group = Tower(sum(self.group_widths.values()), tuple(tower_hidden), dropout)
         # group -> individual injection: [individual first layer; sg(group first layer)].
         self.injection = mlp(2 * tower_hidden[0], tuple(injection_hidden), out_dim=tower_hidden[-2])
         self.reliability = mlp(len(DENSE_FIELDS) + 1, tuple(reliability_hidden), out_dim=2)
@@ -134,7 +146,7 @@ class ChoirRec(nn.Module):
         self.channel_loss_weight = channel_loss_weight
 
     def _individual_input(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         interest = self.individual_attention(
             target, self.embedding.history_tokens(batch), sequence_mask(batch)
@@ -143,21 +155,23 @@ class ChoirRec(nn.Module):
 
     def _group_input(self, batch: Batch) -> torch.Tensor:
         tables = self.embedding.tables
-        voted = [tables[table](_group_column(batch, name)) for name, table in _VOTED.items()]
         category = self.embedding.field(batch, "item_category")
         top = self.embedding.field(batch, "item_top_category")
         seq_cat = batch["group_hist_categories"]
         seq_top = batch["group_hist_top_categories"]
-        pooled_cat = self.group_category_attention(
-            category, tables["item_category"](seq_cat), seq_cat != 0
-        )
-        pooled_top = self.group_top_attention(
-            top, tables["item_top_category"](seq_top), seq_top != 0
-        )
-        target = self.embedding.target_token(batch)
-        return torch.cat(
-            [self.group_id(batch), *voted, pooled_cat, pooled_top, target, top], dim=-1
-        )
+        parts = {
+            "group_id": self.group_id(batch),
+            **{name: tables[table](_group_column(batch, name)) for name, table in _VOTED.items()},
+            "category_interest": self.group_category_attention(
+                category, tables["item_category"](seq_cat), seq_cat != 0
+            ),
+            "top_category_interest": self.group_top_attention(
+                top, tables["item_top_category"](seq_top), seq_top != 0
+            ),
+            "target": self.embedding.target_token(batch),
+            "top_category": top,
+        }
+        return torch.cat([parts[name] for name in self.group_widths], dim=-1)
 
     def parts(self, batch: Batch) -> dict[str, torch.Tensor]:
         group_first, z_group = self.group(self._group_input(batch))
@@ -195,16 +209,42 @@ class ChoirRec(nn.Module):
         p_ind = torch.sigmoid(p["individual"].float())
         p_grp = torch.sigmoid(p["group"].float())
         clicks_30d = torch.expm1(batch["dense"][:, DENSE_FIELDS.index("clicks_30d")])
-        gate = (clicks_30d > self.activity_threshold) & (
-            (p_ind - 0.5).abs() > self.confidence_threshold
+        gate = distillation_gate(
+            clicks_30d, p_ind, self.activity_threshold, self.confidence_threshold
         )
-        if self.distill_direction == "individual_to_group":
-            gap = (p_grp - p_ind.detach()) ** 2
-        else:
-            gap = (p_ind - p_grp.detach()) ** 2
-        g = gate.float()
-        distill = (g * p["alpha_distill"].float() * gap).sum() / g.sum().clamp(min=1.0)
+        distill = distillation_term(
+            p_ind, p_grp, p["alpha_distill"].float(), gate, self.distill_direction
+        )
         return loss + self.distill_weight * distill, p["logit"]
+
+
+def distillation_gate(
+    clicks_30d: torch.Tensor,
+    p_individual: torch.Tensor,
+    activity_threshold: float,
+    confidence_threshold: float,
+) -> torch.Tensor:
+    """[B] bool: the samples that teach (active users whose individual prediction is
+    confident: more than `activity_threshold` clicks in 30 days and |p - 0.5| above
+    `confidence_threshold`)."""
+    confident = (p_individual - 0.5).abs() > confidence_threshold
+    return (clicks_30d > activity_threshold) & confident
+
+
+def distillation_term(
+    p_individual: torch.Tensor,
+    p_group: torch.Tensor,
+    alpha: torch.Tensor,
+    gate: torch.Tensor,
+    direction: str,
+) -> torch.Tensor:
+    """Mean over the gated samples of alpha * (student - sg(teacher))^2; 0 when none pass."""
+    if direction == "individual_to_group":
+        gap = (p_group - p_individual.detach()) ** 2
+    else:
+        gap = (p_individual - p_group.detach()) ** 2
+    g = gate.float()
+    return (g * alpha * gap).sum() / g.sum().clamp(min=1.0)
 
 
 def build(vocab_sizes: dict[str, int], item_vectors=None, **params) -> nn.Module:

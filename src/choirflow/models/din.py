@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from choirflow.models.layers import (
-    ITEM_FIELDS,
     Batch,
     FeatureEmbedding,
     TargetAttention,
@@ -27,6 +26,7 @@ class DIN(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         attention_hidden: tuple[int, ...] = (64, 32),
         attention_activation: str = "dice",
@@ -38,9 +38,8 @@ class DIN(nn.Module):
         self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
         token = self.embedding.token_dim
         self.attention = TargetAttention(token, tuple(attention_hidden), attention_activation)
-        n_fields = len(self.embedding.fields) - len(ITEM_FIELDS)
         self.dnn = mlp(
-            n_fields * embedding_dim + 2 * token,
+            self.embedding.context_dim + token + self.attention.output_dim,
             tuple(dnn_hidden),
             dropout=dropout,
             activation=dnn_activation,
@@ -48,7 +47,7 @@ class DIN(nn.Module):
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         interest = self.attention(
             target, self.embedding.history_tokens(batch), sequence_mask(batch)

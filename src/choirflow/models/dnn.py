@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from choirflow.models.layers import ITEM_FIELDS, Batch, FeatureEmbedding, mlp
+from choirflow.models.layers import Batch, FeatureEmbedding, mlp
 
 
 class DNN(nn.Module):
@@ -19,18 +19,18 @@ class DNN(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         dnn_hidden: tuple[int, ...] = (256, 128),
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
-        n_fields = len(self.embedding.fields) - len(ITEM_FIELDS)
-        width = n_fields * embedding_dim + self.embedding.token_dim
+        width = self.embedding.context_dim + self.embedding.token_dim
         self.dnn = mlp(width, tuple(dnn_hidden), dropout=dropout, out_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         return self.dnn(torch.cat([fields, target], dim=-1)).squeeze(-1)
 

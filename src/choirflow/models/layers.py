@@ -8,6 +8,8 @@ from torch import nn
 from choirflow.train.data import CATEGORICAL_FIELDS, SEQUENCE_FIELDS
 
 Batch = dict[str, torch.Tensor]
+# The fields that make an item token ([item id | category | projected vector]).
+ITEM_FIELDS = ("item_id", "item_category")
 
 
 class FeatureEmbedding(nn.Module):
@@ -38,6 +40,13 @@ class FeatureEmbedding(nn.Module):
             self.register_buffer("item_vectors", item_vectors.float(), persistent=False)
             self.item_projection = nn.Linear(item_vectors.shape[1], dim, bias=False)
         self.token_dim = dim * (3 if self.has_item_vectors else 2)
+        # The fields every model reads beside the item tokens (user, context, item side info).
+        self.context_fields = [f for f in self.fields if f not in ITEM_FIELDS]
+        self.context_dim = len(self.context_fields) * dim
+
+    def context(self, batch: Batch) -> torch.Tensor:
+        """[B, context_dim] the non-item-token fields, flattened."""
+        return self.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
 
     def field(self, batch: Batch, name: str) -> torch.Tensor:
         """[B, D] embedding of one categorical field."""
@@ -74,9 +83,6 @@ class FeatureEmbedding(nn.Module):
         return tokens * sequence_mask(batch).unsqueeze(-1).to(tokens.dtype)
 
 
-ITEM_FIELDS = ("item_id", "item_category")
-
-
 class Dice(nn.Module):
     """DIN's data-adaptive activation: a PReLU whose switch point follows the batch statistics."""
 
@@ -92,6 +98,20 @@ class Dice(nn.Module):
         return (p * flat + (1 - p) * self.alpha * flat).reshape(shape)
 
 
+ACTIVATIONS = {"relu": lambda width: nn.ReLU(), "dice": Dice, "prelu": nn.PReLU}
+
+
+def activation_layer(name: str, width: int) -> nn.Module:
+    """The named activation for a layer of `width` units; an unknown name is an error, never
+    a silent ReLU (a typo in a model config would otherwise train a different model)."""
+    try:
+        return ACTIVATIONS[name](width)
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}"
+        ) from None
+
+
 def mlp(
     in_dim: int,
     hidden: tuple[int, ...],
@@ -99,17 +119,22 @@ def mlp(
     activation: str = "relu",
     out_dim: int | None = None,
 ) -> nn.Sequential:
+    """Linear layers with an activation (and dropout) after each hidden one; the returned
+    module's `output_dim` is the width it produces."""
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
         layers.append(nn.Linear(width, h))
-        layers.append(Dice(h) if activation == "dice" else nn.ReLU())
+        layers.append(activation_layer(activation, h))
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = h
     if out_dim is not None:
         layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+        width = out_dim
+    stack = nn.Sequential(*layers)
+    stack.output_dim = width
+    return stack
 
 
 def sequence_mask(batch: Batch, name: str = "hist_item_ids") -> torch.Tensor:
@@ -134,15 +159,16 @@ class CrossNetV2(nn.Module):
     """DCNv2 cross layers x_{l+1} = x0 * (W x_l + b) + x_l; with `rank`, W = U V^T (low rank),
     the practical default when the input is wide."""
 
-    def __init__(self, dim: int, layers: int = 3, rank: int | None = 64) -> None:
+    def __init__(self, dim: int, num_layers: int = 3, rank: int | None = 64) -> None:
         super().__init__()
         if rank:
             self.maps = nn.ModuleList(
                 nn.Sequential(nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim))
-                for _ in range(layers)
+                for _ in range(num_layers)
             )
         else:
-            self.maps = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+            self.maps = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers))
+        self.output_dim = dim
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
@@ -165,6 +191,7 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.score = mlp(4 * dim, hidden, activation=activation, out_dim=1)
         self.softmax = softmax  # ChoirRec normalises with a masked softmax
+        self.output_dim = dim  # a weighted sum of the keys
 
     def _scores(self, query: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """score([q, k, q-k, q*k]) for the (query row, key) pairs, without building the 4D-wide

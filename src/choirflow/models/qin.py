@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from choirflow.models.layers import ITEM_FIELDS, Batch, FeatureEmbedding, sequence_mask
+from choirflow.models.layers import Batch, FeatureEmbedding, sequence_mask
 
 
 class AdaptiveSparseTargetAttention(nn.Module):
@@ -26,6 +26,7 @@ class AdaptiveSparseTargetAttention(nn.Module):
         self.v = nn.Linear(dim, width, bias=False)
         self.o = nn.Linear(width, dim, bias=False)
         self.scale = 1.0 / math.sqrt(width)
+        self.output_dim = dim  # projected back, plus the target
 
     def forward(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
@@ -39,6 +40,7 @@ class QuadraticLayer(nn.Module):
     def __init__(self, dim: int, rows: int = 4, dropout: float = 0.1) -> None:
         super().__init__()
         self.rows = rows
+        self.output_dim = dim
         self.expand = nn.Linear(dim, rows * dim)
         self.inner_dropout = nn.Dropout(dropout)
         self.post = nn.Sequential(nn.BatchNorm1d(dim), nn.PReLU(), nn.Dropout(dropout))
@@ -55,23 +57,24 @@ class QIN(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         quadratic_layers: int = 4,
-        rows: int = 4,
+        quadratic_rows: int = 4,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
         token = self.embedding.token_dim
         self.attention = AdaptiveSparseTargetAttention(token)
-        width = (len(self.embedding.fields) - len(ITEM_FIELDS)) * embedding_dim + 2 * token
+        width = self.embedding.context_dim + token + self.attention.output_dim
         self.qnn = nn.Sequential(
-            *(QuadraticLayer(width, rows, dropout) for _ in range(quadratic_layers))
+            *(QuadraticLayer(width, quadratic_rows, dropout) for _ in range(quadratic_layers))
         )
         self.head = nn.Linear(width, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         interest = self.attention(
             target, self.embedding.history_tokens(batch), sequence_mask(batch)

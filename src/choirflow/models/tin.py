@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from choirflow.models.layers import (
-    ITEM_FIELDS,
     Batch,
     FeatureEmbedding,
     mlp,
@@ -33,6 +32,7 @@ class TemporalInterest(nn.Module):
         self.time = nn.Embedding(time_buckets, token_dim)
         nn.init.normal_(self.time.weight, std=1e-2)
         self.out = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, token_dim))
+        self.output_dim = token_dim
 
     def forward(
         self,
@@ -59,6 +59,7 @@ class TIN(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         time_buckets: int = 24,
         dnn_hidden: tuple[int, ...] = (200, 80),
@@ -68,14 +69,12 @@ class TIN(nn.Module):
         self.embedding = FeatureEmbedding(vocab_sizes, embedding_dim, item_vectors)
         token = self.embedding.token_dim
         self.interest = TemporalInterest(token, time_buckets)
-        n_fields = len(self.embedding.fields) - len(ITEM_FIELDS)
-        self.dnn = mlp(
-            n_fields * embedding_dim + 3 * token, tuple(dnn_hidden), dropout=dropout,
-            activation="dice", out_dim=1,
-        )  # fmt: skip
+        # [context | u | target | u * target]: the interest, the target and their product.
+        width = self.embedding.context_dim + 2 * self.interest.output_dim + token
+        self.dnn = mlp(width, tuple(dnn_hidden), dropout=dropout, activation="dice", out_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         u = self.interest(
             target, self.embedding.history_tokens(batch), batch["gaps_hours"], sequence_mask(batch)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from choirflow.models.layers import (
-    ITEM_FIELDS,
     Batch,
     CrossNetV2,
     FeatureEmbedding,
@@ -26,18 +25,18 @@ from choirflow.models.layers import (
 
 class TargetConcatTransformer(nn.Module):
     def __init__(
-        self, token_dim: int, layers: int = 2, heads: int = 1, ffn: int = 256,
+        self, token_dim: int, *, num_layers: int = 2, num_heads: int = 1, ffn_dim: int = 256,
         dropout: float = 0.2, last_k: int = 16,
     ) -> None:  # fmt: skip
         super().__init__()
         width = 2 * token_dim
         layer = nn.TransformerEncoderLayer(
-            width, heads, dim_feedforward=ffn, dropout=dropout, batch_first=True
+            width, num_heads, dim_feedforward=ffn_dim, dropout=dropout, batch_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.pool_projection = nn.Linear(width, width)
         self.last_k = last_k
-        self.out_dim = (last_k + 1) * width
+        self.output_dim = (last_k + 1) * width  # the last k positions and the pooled one
 
     def forward(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
@@ -65,6 +64,7 @@ class TransformerDCN(nn.Module):
         self,
         vocab_sizes: dict[str, int],
         item_vectors: torch.Tensor | None = None,
+        *,
         embedding_dim: int = 16,
         transformer_layers: int = 2,
         transformer_heads: int = 1,
@@ -82,23 +82,20 @@ class TransformerDCN(nn.Module):
         token = self.embedding.token_dim
         self.sequence = TargetConcatTransformer(
             token,
-            transformer_layers,
-            transformer_heads,
-            transformer_ffn,
-            transformer_dropout,
-            last_k,
+            num_layers=transformer_layers,
+            num_heads=transformer_heads,
+            ffn_dim=transformer_ffn,
+            dropout=transformer_dropout,
+            last_k=last_k,
         )
-        width = (
-            (len(self.embedding.fields) - len(ITEM_FIELDS)) * embedding_dim
-            + token
-            + self.sequence.out_dim
-        )
-        self.cross = CrossNetV2(width, cross_layers, cross_rank)
+        width = self.embedding.context_dim + token + self.sequence.output_dim
+        self.cross = CrossNetV2(width, num_layers=cross_layers, rank=cross_rank)
         self.deep = mlp(width, tuple(dnn_hidden), dropout=dropout)
-        self.head = mlp(width + dnn_hidden[-1], tuple(head_hidden), out_dim=1)
+        parallel = self.cross.output_dim + self.deep.output_dim
+        self.head = mlp(parallel, tuple(head_hidden), out_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding.all_fields(batch, exclude=ITEM_FIELDS).flatten(1)
+        fields = self.embedding.context(batch)
         target = self.embedding.target_token(batch)
         readout = self.sequence(target, self.embedding.history_tokens(batch), sequence_mask(batch))
         x = torch.cat([fields, target, readout], dim=-1)

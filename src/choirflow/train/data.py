@@ -12,49 +12,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-PAD, OOV = 0, 1
+from choirflow.tables import sample_fields
 
-CATEGORICAL_FIELDS: tuple[str, ...] = (
-    "user_id",
-    "item_id",
-    "item_category",
-    "item_top_category",
-    "item_brand",
-    "price_bucket",
-    "views_level",
-    "likes_level",
-    "user_category_ctr_level",
-    "user_category_impressions_level",
-    "age_band",
-    "gender",
-    "city_tier",
-    "device",
-    "surface",
-    "position",
-    "hour",
-    "weekday",
-    "activity_bucket",
-)
+# Reserved indices of every vocabulary: 0 pads a sequence or marks a missing value, 1 is a
+# value not seen in training; a vocabulary's own values start at FIRST_VALUE.
+PAD, OOV = 0, 1
+FIRST_VALUE = 2
+
+# Every list below derives from gold.samples' declaration (tables.SAMPLE_FIELDS).
+CATEGORICAL_FIELDS: tuple[str, ...] = tuple(f.name for f in sample_fields("categorical"))
 # Sequence field -> the target field whose vocabulary (and embedding table) it shares.
-SEQUENCE_FIELDS: dict[str, str] = {"hist_item_ids": "item_id", "hist_categories": "item_category"}
+SEQUENCE_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("sequence")}
 # ChoirRec's group channel (silver.user_groups + silver.group_priors, as of the day before):
 # hierarchical codes with their own vocabularies, voted attributes sharing the user's.
-GROUP_FIELDS: dict[str, str] = {
-    "group_c1": "group_c1",
-    "group_c2": "group_c2",
-    "group_c3": "group_c3",
-    "group_id": "group_id",
-    "group_age_band": "age_band",
-    "group_gender": "gender",
-    "group_city_tier": "city_tier",
-}
-GROUP_SEQUENCE_FIELDS: dict[str, str] = {
-    "group_hist_categories": "item_category",
-    "group_hist_top_categories": "item_top_category",
-}
+GROUP_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("group")}
+GROUP_SEQUENCE_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("group_sequence")}
+# The default of settings.groups.group_seq_len; encode() takes the setting.
 GROUP_SEQ_LEN = 20
 # Activity counts known before the sample, log1p-scaled: the reliability inputs of ChoirRec.
-DENSE_FIELDS: tuple[str, ...] = ("clicks_7d", "clicks_30d", "conversions_30d")
+DENSE_FIELDS: tuple[str, ...] = tuple(f.name for f in sample_fields("dense"))
 SAMPLE_COLUMNS = [
     *CATEGORICAL_FIELDS,
     *SEQUENCE_FIELDS,
@@ -99,7 +75,7 @@ class Vocabulary:
     values: dict[str, list[str]] = field(default_factory=dict)
 
     def size(self, name: str) -> int:
-        return len(self.values[name]) + 2
+        return len(self.values[name]) + FIRST_VALUE
 
     def index(self, name: str) -> pd.Index:
         return pd.Index(self.values[name])
@@ -130,7 +106,7 @@ def _flatten(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _lookup(index: pd.Index, values: np.ndarray) -> np.ndarray:
     pos = index.get_indexer(values)
-    return np.where(pos >= 0, pos + 2, OOV).astype(np.int64)
+    return np.where(pos >= 0, pos + FIRST_VALUE, OOV).astype(np.int64)
 
 
 def _right_aligned(flat: np.ndarray, lengths: np.ndarray, max_len: int, dtype) -> np.ndarray:
@@ -183,7 +159,11 @@ def _sequence(frame: pd.DataFrame, vocab: Vocabulary, column: str, table: str, m
     return _right_aligned(ids, lengths, max_len, np.int64)
 
 
-def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSamples:
+def encode(
+    frame: pd.DataFrame, vocab: Vocabulary, max_len: int, group_seq_len: int = GROUP_SEQ_LEN
+) -> EncodedSamples:
+    """Behaviour sequences keep their last `max_len` items, group sequences their last
+    `group_seq_len` (settings.features.max_seq_len and settings.groups.group_seq_len)."""
     frame = with_optional_columns(frame)
     categorical = _categorical(frame, vocab, {n: n for n in CATEGORICAL_FIELDS})
     sequences = {
@@ -191,7 +171,7 @@ def encode(frame: pd.DataFrame, vocab: Vocabulary, max_len: int) -> EncodedSampl
         for seq, target in SEQUENCE_FIELDS.items()
     }
     for seq, target in GROUP_SEQUENCE_FIELDS.items():
-        sequences[seq] = _sequence(frame, vocab, seq, target, GROUP_SEQ_LEN)
+        sequences[seq] = _sequence(frame, vocab, seq, target, group_seq_len)
     flat_gap, gap_len = _flatten(frame["hist_gap_seconds"])
     gaps = _right_aligned(flat_gap.astype(np.float32) / 3600.0, gap_len, max_len, np.float32)
     counts = frame[list(DENSE_FIELDS)].fillna(0).to_numpy(dtype=np.float32)

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from choirflow.config import project_root
-from choirflow.train.data import EncodedSamples
+from choirflow.train.data import FIRST_VALUE, EncodedSamples
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _valid_auc(model: nn.Module, valid: EncodedSamples, device: torch.device, la
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     """Atomic: a kill during the write leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
@@ -276,9 +276,9 @@ def warm_start(model: nn.Module, vocab, checkpoint_path: str | Path) -> int:
             source = old_state[key]
             field_name = key.split(".")[2] if key.startswith("embedding.tables.") else None
             if field_name and field_name in old_vocab and field_name in vocab.values:
-                old_index = {v: i + 2 for i, v in enumerate(old_vocab[field_name])}
+                old_index = {v: i + FIRST_VALUE for i, v in enumerate(old_vocab[field_name])}
                 rows = [
-                    (i + 2, old_index[v])
+                    (i + FIRST_VALUE, old_index[v])
                     for i, v in enumerate(vocab.values[field_name])
                     if v in old_index
                 ]
@@ -307,5 +307,5 @@ def predict(
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
+    """Atomic like the training state: a reader (promotion, warm start) never sees half a file."""
+    _save_state(path, {"state_dict": model.state_dict(), "meta": meta})
