@@ -1,6 +1,6 @@
-"""choirflow_backfill: rebuild a date range in date order, on demand. Idempotent: every step
-replaces its own partitions, and the carried sequence state is rebuilt from the first day.
-Trigger with params, e.g. `airflow dags trigger choirflow_backfill -c
+"""choirflow_backfill: rebuild a date range in date order, on demand, gates included.
+Idempotent: every step replaces its own partitions, and the carried states are rebuilt from
+the first day. Trigger with params, e.g. `airflow dags trigger choirflow_backfill -c
 '{"start": "2026-11-01", "end": "2026-11-07", "tables": ["ingest", "features"], "train": false}'`.
 Backfilling choirflow_daily itself also works: `airflow backfill create --dag-id
 choirflow_daily --from-date ... --to-date ...` (one run per day, max_active_runs=1 keeps order).
@@ -11,16 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
-
-# choirflow.pools.WAREHOUSE_POOL (one slot): warehouse writers never overlap.
-WAREHOUSE_POOL = "choirflow_warehouse"
-
-DEFAULT_ARGS = {
-    "owner": "choirflow",
-    "retries": 1,
-    "retry_delay": timedelta(minutes=5),
-    "execution_timeout": timedelta(hours=12),
-}
+from choirflow_dag_common import WAREHOUSE_POOL, default_args
 
 
 @dag(
@@ -29,7 +20,7 @@ DEFAULT_ARGS = {
     start_date=datetime(2026, 11, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(1, timedelta(minutes=5), timedelta(hours=12)),
     tags=["choirflow", "backfill"],
     doc_md=__doc__,
     params={
@@ -39,7 +30,7 @@ DEFAULT_ARGS = {
             ["ingest", "features"],
             type="array",
             items={"type": "string", "enum": ["ingest", "features"]},
-            description="steps to rebuild",
+            description="steps to rebuild (each with its quality gate)",
         ),
         "train": Param(False, type="boolean", description="also train and evaluate each day"),
     },

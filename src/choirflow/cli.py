@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,16 @@ import typer
 app = typer.Typer(
     help="choirflow: daily features, groups and CTR/CVR training.", no_args_is_help=True
 )
+# A line of a step's log, wherever it was written: `[<step> dt=<day>] <message>`.
+STEP_LINE = re.compile(r"\[[a-z_]+ dt=[0-9-]+\] .*")
+
+
+@app.callback()
+def _logging() -> None:
+    """Every command logs the steps it runs to standard error (`[step dt=day] ...`)."""
+    from choirflow.logs import configure
+
+    configure()
 
 
 @app.command()
@@ -63,8 +74,7 @@ def run(
     """Run the daily steps for each day in order, in this process (development)."""
     from choirflow import pipeline
 
-    results = pipeline.run_range(start, end)
-    typer.echo(json.dumps(results, indent=2, default=str))
+    _echo_days(pipeline.run_range(start, end))
 
 
 @app.command()
@@ -75,12 +85,22 @@ def backfill(
         str, typer.Option(help="steps to rebuild, comma-separated: ingest,features,train")
     ] = "ingest,features",
 ) -> None:
-    """Rebuild a date range in date order (idempotent: each day replaces its partitions)."""
+    """Rebuild a date range in date order, gates included (idempotent: each day replaces its
+    partitions)."""
     from choirflow import pipeline
 
     steps = tuple(s.strip() for s in tables.split(",") if s.strip())
-    results = pipeline.backfill(start, end, steps)
-    typer.echo(json.dumps(results, indent=2, default=str))
+    _echo_days(pipeline.backfill(start, end, steps))
+
+
+def _echo_days(results: list[dict]) -> None:
+    """One line per day: its seconds, samples built and the challenger's AUC when trained."""
+    for day in results:
+        samples = (day.get("samples") or {}).get("gold.samples")
+        trained = day.get("train_and_evaluate") or {}
+        auc = f" next-day AUC {trained['auc']:.4f}" if trained.get("status") == "trained" else ""
+        built = f" {samples} samples" if samples is not None else ""
+        typer.echo(f"{day.get('dt', '')} {day['seconds']}s{built}{auc}")
 
 
 @app.command()
@@ -89,19 +109,25 @@ def compare(
     day: Annotated[str, typer.Option(help="evaluation day; training uses the days before it")],
 ) -> None:
     """Train the listed models on the same samples, evaluate on DAY, write a leaderboard."""
-    from choirflow import pipeline
+    from choirflow.config import load_settings
+    from choirflow.evaluate.challenger import compare as compare_models
+    from choirflow.spark import get_spark
+    from choirflow.steps import run_step
 
-    board = pipeline.compare([m.strip() for m in models.split(",") if m.strip()], day)
+    settings = load_settings()
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    board = compare_models(get_spark(settings), settings, names, day)
     typer.echo(board.to_string(index=False))
-    typer.echo(f"report: {pipeline.report(day)}")
+    typer.echo(f"report: {run_step('report', day, settings)}")
 
 
 @app.command()
 def report(day: Annotated[str, typer.Option(help="day, YYYY-MM-DD")]) -> None:
     """Build the self-contained HTML report of a day and print its path."""
-    from choirflow import pipeline
+    from choirflow.config import load_settings
+    from choirflow.steps import run_step
 
-    typer.echo(pipeline.report(day))
+    typer.echo(run_step("report", day, load_settings()))
 
 
 @app.command("import-movielens")
@@ -145,12 +171,6 @@ def _airflow_env() -> dict[str, str]:
     return env
 
 
-DEMO_SPARK_CONF = {
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-}
-
-
 @app.command()
 def demo(
     preset: Annotated[str, typer.Option(help="world preset")] = "demo",
@@ -177,11 +197,29 @@ def demo(
     # The demo's days are small (about 12k events), so each Spark query costs more to compile
     # than to run, and every Airflow task is a fresh JVM with a cold codegen cache: interpreted
     # execution makes a cold spark-submit step about 8 s shorter. Real volumes keep codegen.
-    os.environ.setdefault("CHOIRFLOW__SPARK__CONF", json.dumps(DEMO_SPARK_CONF))
+    from choirflow.spark import SMALL_DATA_CONF
+
+    os.environ.setdefault("CHOIRFLOW__SPARK__CONF", json.dumps(SMALL_DATA_CONF))
+    settings = load_settings()
+    days = _demo_world(preset, settings)
+    t0 = time.perf_counter()
+    through_airflow = days if airflow_days <= 0 else days[-airflow_days:]
+    in_process = [d for d in days if d not in through_airflow]
+    train_from = days[-trained_days] if 0 < trained_days <= len(days) else None
+    if in_process:
+        _run_in_process(in_process, train_from, settings)
+    for day in through_airflow:
+        _run_through_airflow(day, settings)
+    typer.echo(f"==> pipeline finished in {time.perf_counter() - t0:.0f}s")
+    _print_results(settings, days[-1])
+
+
+def _demo_world(preset: str, settings) -> list[str]:
+    """The preset's world under paths.raw's parent (generated unless already there); its
+    days."""
     from choirflow.synth.world import generate_world, write_world
     from choirflow.synth.world import preset as make_preset
 
-    settings = load_settings()
     out = Path(settings.raw_dir).parent
     cfg = make_preset(preset)
     marker = out / "world.json"
@@ -190,50 +228,53 @@ def demo(
         world = generate_world(cfg)
         write_world(world, out)
         typer.echo(json.dumps(world.summary, indent=2))
-    days = json.loads(marker.read_text())["days"]
-    t0 = time.perf_counter()
-    through_airflow = days if airflow_days <= 0 else days[-airflow_days:]
-    in_process = [d for d in days if d not in through_airflow]
-    if in_process:
-        from choirflow import pipeline
+    return json.loads(marker.read_text())["days"]
 
-        typer.echo(f"==> in-process run for {in_process[0]} .. {in_process[-1]}")
-        train_from = days[-trained_days] if 0 < trained_days <= len(days) else None
-        # Warm-up days (before train_from) get template profiles only: no LLM time is spent
-        # on days whose models nobody looks at; the trained days use the budget.
-        warm_up = [d for d in in_process if train_from and d < train_from]
-        trained = [d for d in in_process if d not in warm_up]
-        template_only = settings.model_copy(
-            update={"groups": settings.groups.model_copy(update={"llm_budget": 0})}
+
+def _run_in_process(days: list[str], train_from: str | None, settings) -> None:
+    """Warm-up days (before train_from) get template profiles only: no LLM time is spent on
+    days whose models nobody looks at; the trained days use the budget."""
+    from choirflow import pipeline
+
+    typer.echo(f"==> in-process run for {days[0]} .. {days[-1]}")
+    warm_up = [d for d in days if train_from and d < train_from]
+    trained = [d for d in days if d not in warm_up]
+    template_only = settings.model_copy(
+        update={"groups": settings.groups.model_copy(update={"llm_budget": 0})}
+    )
+    for part, part_settings in ((warm_up, template_only), (trained, settings)):
+        if part:
+            pipeline.run_range(part[0], part[-1], part_settings, train_from=train_from)
+
+
+def _run_through_airflow(day: str, settings) -> None:
+    """`airflow dags test choirflow_daily` for one day, its step lines shown as they come."""
+    # A run at logical date D processes the data interval that ends at D: the day before.
+    logical = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    typer.echo(f"==> airflow dags test choirflow_daily {logical}  (processes {day})")
+    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "choirflow_daily",
+           logical]  # fmt: skip
+    log = Path(settings.reports_dir) / "airflow" / f"choirflow_daily-{day}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    returncode = _stream_step_lines(cmd, _airflow_env(), log)
+    if returncode != 0:
+        typer.echo(f"airflow dags test failed; full log: {log}", err=True)
+        raise typer.Exit(returncode)
+
+
+def _stream_step_lines(cmd: list[str], env: dict[str, str], log: Path) -> int:
+    """Run `cmd`, keep its whole output in `log` and show the step lines as they come."""
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for part, part_settings in ((warm_up, template_only), (trained, settings)):
-            if part:
-                pipeline.run_range(part[0], part[-1], part_settings, train_from=train_from)
-    env = _airflow_env()
-    for day in through_airflow:
-        # A run at logical date D processes the data interval that ends at D: the day before.
-        logical = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-        typer.echo(f"==> airflow dags test choirflow_daily {logical}  (processes {day})")
-        cmd = [
-            str(Path(sys.executable).parent / "airflow"),
-            "dags",
-            "test",
-            "choirflow_daily",
-            logical,
-        ]
-        log = Path(settings.reports_dir) / "airflow" / f"choirflow_daily-{day}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
-            proc = subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        for line in log.read_text().splitlines():
-            shown = ("[ingest", "[features", "[profiles", "[groups", "[train")
-            if line.startswith(shown) or "DagRun Finished" in line:
-                typer.echo("    " + line[:220])
-        if proc.returncode != 0:
-            typer.echo(f"airflow dags test failed; full log: {log}", err=True)
-            raise typer.Exit(proc.returncode)
-    typer.echo(f"==> pipeline finished in {time.perf_counter() - t0:.0f}s")
-    _print_results(settings, days[-1])
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            handle.write(line)
+            found = STEP_LINE.search(line)
+            if found or "DagRun Finished" in line:
+                typer.echo("    " + (found.group(0) if found else line.strip())[:220])
+        return proc.wait()
 
 
 def _print_results(settings, last_day: str) -> None:

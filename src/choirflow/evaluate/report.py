@@ -1,6 +1,11 @@
-"""A self-contained HTML report per day: every plot is a PNG embedded as a data URI, so the
-file opens anywhere with no network. Sections: leaderboard, GAUC by activity bucket,
-calibration, training curves, data volumes, the promotion decision, quality warnings."""
+"""A self-contained HTML report per day, rendered from a Jinja2 template (templates/report.html.j2).
+
+Every plot is a PNG embedded as a data URI, so the file opens anywhere with no network. Each
+section is one function of the day's data (`ReportData`) that returns a `Section`, or None
+when it has nothing to show: the leaderboard (champion and challenger on the same rows),
+GAUC by activity bucket, the last 30 days, training curves, calibration, data volumes, the
+promotion decision, data quality and monitoring.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import jinja2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -20,19 +28,51 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from choirflow import tables  # noqa: E402
+from choirflow.buckets import ACTIVITY_BUCKETS  # noqa: E402
 from choirflow.config import Settings  # noqa: E402
+from choirflow.dates import day_offset  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
 from choirflow.quality.gate import data_docs_dir  # noqa: E402
+from choirflow.train.artifacts import RunFiles  # noqa: E402
 
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
-td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
-th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-.promoted { color: #1a7f37; font-weight: 600; } .kept { color: #9a6700; font-weight: 600; }
-.note { color: #666; font-size: 0.9rem; } img { max-width: 100%; }
-"""
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TREND_DAYS = 30
+CHAMPION_PREFIX = "champion"  # gold.metrics rows of the champion (evaluate.champion)
+METRIC_COLUMNS = ("auc", "gauc_impression_weighted", "user_averaged_auc", "logloss", "n",
+                  "positive_rate")  # fmt: skip
+
+
+@dataclass
+class Section:
+    title: str
+    body: str  # HTML built here from escaped values and embedded images
+    anchor: str = ""
+
+    def __post_init__(self) -> None:
+        self.anchor = self.anchor or self.title.lower().replace(" ", "-").replace(",", "")
+
+
+@dataclass
+class ReportData:
+    """Everything the sections read, fetched once."""
+
+    dt: str
+    settings: Settings
+    metrics: pd.DataFrame
+    metrics_history: pd.DataFrame
+    promotions: pd.DataFrame
+    promotions_history: pd.DataFrame
+    runs_history: pd.DataFrame
+    samples_per_day: pd.DataFrame
+    quarantine: pd.DataFrame
+    quality: pd.DataFrame
+    monitoring: pd.DataFrame
+    models: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        h = self.runs_history
+        return h[h["dt"] == self.dt] if not h.empty else h
 
 
 def _png(fig) -> str:
@@ -43,199 +83,354 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
-def _table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
+def _table(frame: pd.DataFrame, empty: str, floats: str = "{:.4f}") -> str:
+    """A table; counts print as integers with separators, other floats with 4 decimals."""
     if frame.empty:
-        return '<p class="note">nothing recorded</p>'
-    formatters = {c: floats.format for c in frame.select_dtypes("float").columns}
+        return f'<p class="note">{html.escape(empty)}</p>'
+    formatters: dict[str, Callable] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if column in ("n", "rows") or column.endswith("_rows"):
+            formatters[column] = lambda v: "" if pd.isna(v) else f"{int(v):,}"
+        elif pd.api.types.is_float_dtype(values):
+            formatters[column] = lambda v: "" if pd.isna(v) else floats.format(v)
     return frame.to_html(index=False, escape=True, formatters=formatters, border=0)
 
 
-def _read(spark: SparkSession, settings: Settings, table: tables.Table, dt: str) -> pd.DataFrame:
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def _read_days(
+    spark: SparkSession, settings: Settings, table: tables.Table, first: str, last: str
+) -> pd.DataFrame:
     if not tables.exists(spark, table, settings):
         return pd.DataFrame()
-    return tables.read(spark, table, settings).where(F.col("dt") == dt).toPandas()
+    rows = tables.read(spark, table, settings).where(F.col("dt").between(first, last))
+    return rows.toPandas()
 
 
 def _model_dirs(settings: Settings, dt: str) -> dict[str, Path]:
     root = Path(settings.models_dir)
-    return {
-        p.parent.name: p
-        for p in sorted(root.glob(f"*/{dt}"))
-        if (p / "eval_predictions.parquet").exists()
-    }
+    runs = sorted(root.glob(f"*/{dt}"))
+    return {p.parent.name: p for p in runs if RunFiles(p).predictions.exists()}
 
 
-def _oracle(settings: Settings) -> pd.DataFrame | None:
-    path = Path(settings.raw_dir).parent / "oracle" / "impressions.parquet"
-    return pd.read_parquet(path, columns=["event_id", "p_click"]) if path.exists() else None
+def read_report_data(spark: SparkSession, settings: Settings, dt: str) -> ReportData:
+    first = day_offset(dt, -(TREND_DAYS - 1))
+    read = lambda table, start=dt: _read_days(spark, settings, table, start, dt)  # noqa: E731
+    history = read(tables.GOLD_METRICS, first)
+    promotions = read(tables.GOLD_PROMOTIONS, first)
+    samples = pd.DataFrame()
+    if tables.exists(spark, tables.GOLD_SAMPLES, settings):
+        samples = (
+            tables.read(spark, tables.GOLD_SAMPLES, settings)
+            .where(F.col("dt").between(first, dt))
+            .groupBy("dt")
+            .count()
+            .toPandas()
+            .rename(columns={"count": "rows"})
+        )
+    day = lambda frame: frame[frame["dt"] == dt] if not frame.empty else frame  # noqa: E731
+    return ReportData(
+        dt=dt,
+        settings=settings,
+        metrics=day(history),
+        metrics_history=history,
+        promotions=day(promotions),
+        promotions_history=promotions,
+        runs_history=read(tables.BRONZE_INGEST_RUNS, first),
+        samples_per_day=samples,
+        quarantine=read(tables.BRONZE_QUARANTINE),
+        quality=read(tables.QUALITY_RESULTS),
+        monitoring=read(tables.QUALITY_MONITORING),
+        models=_model_dirs(settings, dt),
+    )
+
+
+# ---- sections ---------------------------------------------------------------------------
+
+
+def _roles(data: ReportData) -> dict[str, str]:
+    """model -> challenger / champion / compared, from the day's promotion decisions."""
+    challengers = set(data.promotions["challenger_model"]) if not data.promotions.empty else set()
+    roles = {}
+    for model in sorted(set(data.metrics.get("model", []))):
+        if model.startswith(CHAMPION_PREFIX):
+            roles[model] = "champion"
+        else:
+            roles[model] = "challenger" if model in challengers else "compared"
+    return roles
+
+
+def _overall(data: ReportData) -> pd.DataFrame:
+    overall = data.metrics[data.metrics["slice"] == "all"]
+    board = overall.pivot_table(index=["model", "model_version"], columns="metric", values="value")
+    board = board.reset_index()
+    board.columns.name = None
+    return board
+
+
+def _oracle_auc(data: ReportData) -> float | None:
+    path = Path(data.settings.raw_dir).parent / "oracle" / "impressions.parquet"
+    if not path.exists() or not data.models:
+        return None
+    oracle = pd.read_parquet(path, columns=["event_id", "p_click"])
+    preds = pd.read_parquet(RunFiles(next(iter(data.models.values()))).predictions)
+    joined = preds.merge(oracle, on="event_id")
+    if len(joined) and joined["click"].nunique() == 2:
+        return auc(joined["click"], joined["p_click"])
+    return None
+
+
+def leaderboard_section(data: ReportData) -> Section | None:
+    if data.metrics.empty:
+        return None
+    board = _overall(data)
+    roles = _roles(data)
+    board.insert(1, "role", board["model"].map(roles))
+    order = {"champion": 0, "challenger": 1, "compared": 2}
+    board = board.sort_values(["role", "gauc_impression_weighted"], key=lambda c: (
+        c.map(order) if c.name == "role" else -c
+    ))  # fmt: skip
+    keep = ["model", "role", "model_version", *[c for c in METRIC_COLUMNS if c in board]]
+    oracle = _oracle_auc(data)
+    notes = [
+        "Champion and challenger are scored on the same next-day rows. GAUC is "
+        "impression-weighted (DIN/FuxiCTR); user-averaged AUC weights every user equally."
+    ]
+    if "champion" not in roles.values():
+        notes.append("No champion was scored on this day: the challenger is the first model.")
+    if oracle is not None:
+        notes.append(f"Oracle AUC on these rows (the synthetic world's true click probabilities):"
+                     f" {oracle:.4f}.")  # fmt: skip
+    body = _table(board[keep], "no metrics") + "".join(_note(n) for n in notes)
+    return Section("Champion and challenger", body, "leaderboard")
+
+
+def buckets_section(data: ReportData) -> Section | None:
+    rows = data.metrics[
+        data.metrics["slice"].str.startswith("activity=")
+        & (data.metrics["metric"] == "gauc_impression_weighted")
+    ] if not data.metrics.empty else data.metrics  # fmt: skip
+    if rows.empty:
+        return None
+    pivot = rows.pivot_table(index="slice", columns="model", values="value")
+    order = [f"activity={b}" for b in ACTIVITY_BUCKETS]
+    pivot = pivot.reindex([s for s in order if s in pivot.index])
+    pivot.columns.name = None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    pivot.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("GAUC (impression-weighted)")
+    ax.set_ylim(max(0.0, float(np.nanmin(pivot.to_numpy())) - 0.05), None)
+    ax.set_title("GAUC by user-activity bucket")
+    return Section("GAUC by activity bucket", _png(fig) + _table(pivot.reset_index(), "none"))
+
+
+def trend_section(data: ReportData) -> Section | None:
+    history = data.metrics_history
+    if history.empty and data.samples_per_day.empty:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    days = sorted(set(history.get("dt", [])) | set(data.samples_per_day.get("dt", [])))
+    position = {d: i for i, d in enumerate(days)}
+    overall = history[history["slice"] == "all"] if not history.empty else history
+    shown = overall[overall["metric"].isin(["auc", "gauc_impression_weighted"])] if len(
+        overall
+    ) else overall  # fmt: skip
+    for (model, metric), part in shown.groupby(["model", "metric"]) if len(shown) else []:
+        part = part.sort_values("dt")
+        style = "-" if metric == "auc" else "--"
+        label = f"{model} {'AUC' if metric == 'auc' else 'GAUC'}"
+        top.plot([position[d] for d in part["dt"]], part["value"], style, marker="o", label=label)
+    promoted = data.promotions_history
+    if not promoted.empty:
+        for d in promoted[promoted["promoted"]]["dt"]:
+            if d in position:
+                top.axvline(position[d], color="#1a7f37", alpha=0.4, linestyle=":")
+        top.plot([], [], color="#1a7f37", linestyle=":", label="promotion")
+    top.set_ylabel("next-day AUC / GAUC")
+    if top.lines:
+        top.legend(fontsize=7, ncol=2)
+    volumes = _volumes_per_day(data)
+    x = np.array([position[d] for d in volumes["dt"]])
+    bottom.bar(x - 0.2, volumes["samples_rows"], width=0.4, label="gold.samples rows")
+    bottom.bar(x + 0.2, volumes["quarantined_rows"], width=0.4, label="quarantined rows")
+    bottom.set_yscale("symlog")
+    bottom.set_ylabel("rows")
+    bottom.legend(fontsize=7)
+    bottom.set_xticks(range(len(days)), [d[5:] for d in days], rotation=45, fontsize=7)
+    fig.suptitle(f"The last {TREND_DAYS} days")
+    return Section(f"Last {TREND_DAYS} days", _png(fig) + _table(volumes, "no data"), "trend")
+
+
+def _volumes_per_day(data: ReportData) -> pd.DataFrame:
+    samples = data.samples_per_day.rename(columns={"rows": "samples_rows"})
+    runs = data.runs_history
+    if runs.empty:
+        quarantined = pd.DataFrame(columns=["dt", "quarantined_rows"])
+    else:
+        quarantined = runs.groupby("dt", as_index=False)["quarantined_rows"].sum()
+    if samples.empty:
+        samples = pd.DataFrame(columns=["dt", "samples_rows"])
+    out = samples.merge(quarantined, on="dt", how="outer").fillna(0).sort_values("dt")
+    return out[["dt", "samples_rows", "quarantined_rows"]].reset_index(drop=True)
+
+
+def training_section(data: ReportData) -> Section | None:
+    if not data.models:
+        return None
+    fig, (loss_ax, valid_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, folder in data.models.items():
+        curve = json.loads(RunFiles(folder).curve.read_text())
+        losses = pd.Series(curve["losses"]).rolling(10, min_periods=1).mean()
+        loss_ax.plot(losses.to_numpy(), label=name)
+        valid = curve.get("valid_aucs") or []
+        if valid:
+            valid_ax.plot(range(1, len(valid) + 1), valid, marker="o", label=name)
+            best = curve.get("best_epoch")
+            if best:
+                valid_ax.scatter([best], [valid[best - 1]], s=80, facecolors="none",
+                                 edgecolors="black")  # fmt: skip
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("training loss (10-step mean)")
+    loss_ax.legend(fontsize=7)
+    valid_ax.set_xlabel("epoch")
+    valid_ax.set_ylabel("validation-day AUC")
+    if valid_ax.lines:
+        valid_ax.legend(fontsize=7)
+        note = "Right: AUC on the validation day after each epoch; the circle marks the epoch kept."
+    else:
+        valid_ax.text(0.5, 0.5, "no validation day", ha="center", transform=valid_ax.transAxes)
+        note = "No validation day was held out (one training day, or validation_day off)."
+    return Section("Training curves", _png(fig) + _note(note))
+
+
+def calibration_section(data: ReportData) -> Section | None:
+    if not data.models:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    rows = []
+    for name, folder in data.models.items():
+        preds = pd.read_parquet(RunFiles(folder).predictions)
+        table = calibration(preds["click"], preds["score"])
+        ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=name)
+        ece = expected_calibration_error(preds["click"], preds["score"])
+        rows.append({"model": name, "ECE": ece})
+    ends = [max(line.get_xdata().max(), line.get_ydata().max()) for line in ax.lines[1:]]
+    top = max([0.05, *ends])
+    lim = min(1.0, 1.15 * float(top))
+    ax.set_xlim(0, lim)
+    ax.set_ylim(0, lim)
+    ax.set_xlabel("mean predicted rate (decile)")
+    ax.set_ylabel("observed rate")
+    ax.legend()
+    return Section("Calibration", _png(fig) + _table(pd.DataFrame(rows), "none"))
+
+
+def volumes_section(data: ReportData) -> Section | None:
+    runs = data.runs
+    if runs.empty:
+        return None
+    runs = runs[["source", "raw_rows", "bronze_rows", "quarantined_rows", "duplicate_rows"]]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    runs.set_index("source")[["bronze_rows", "quarantined_rows", "duplicate_rows"]].plot.barh(
+        ax=ax, stacked=True
+    )
+    ax.set_xlabel("rows")
+    ax.set_title("raw rows = bronze + quarantined + duplicates")
+    q = data.quarantine
+    reasons = (
+        q.groupby(["source_table", "reason"]).size().rename("rows").reset_index()
+        if not q.empty
+        else pd.DataFrame()
+    )
+    samples = data.samples_per_day
+    today = samples[samples["dt"] == data.dt]["rows"].sum() if not samples.empty else 0
+    body = (
+        _png(fig) + _table(runs, "no ingest runs") + f"<p>gold.samples rows: {int(today):,}</p>"
+        + "<h3>Quarantine reasons</h3>"
+        + _table(reasons, "No row was quarantined on this day.")
+    )  # fmt: skip
+    return Section("Data volumes", body)
+
+
+def promotion_section(data: ReportData) -> Section | None:
+    if data.promotions.empty:
+        return None
+    parts = []
+    for row in data.promotions.itertuples():
+        challenger = html.escape(f"{row.challenger_model} version {row.challenger_version}")
+        if row.promoted:
+            parts.append(f'<p class="promoted">Promoted {challenger} to champion.</p>')
+        else:
+            champion = html.escape(str(row.champion_version))
+            parts.append(f'<p class="kept">Kept champion version {champion} over {challenger}.</p>')
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in str(row.reasons).split("; "))
+        parts.append(f"<ul>{reasons}</ul>")
+    return Section("Promotion", "".join(parts))
+
+
+def quality_section(data: ReportData) -> Section | None:
+    quality = data.quality
+    sites = sorted(data_docs_dir(data.settings, data.dt).glob("*/index.html"))
+    links = ", ".join(
+        f'<a href="{site.resolve().as_uri()}">{html.escape(site.parent.name)}</a>' for site in sites
+    )
+    link = f"<p>Data Docs: {links}</p>" if sites else ""
+    if quality.empty:
+        return Section("Data quality", _note("No quality gate ran for this day.") + link)
+    failing = quality[~quality["success"]][["table", "expectation", "column", "severity",
+                                             "unexpected_count", "observed"]]  # fmt: skip
+    passed = int(quality["success"].sum())
+    tables_checked = ", ".join(sorted(set(quality["table"])))
+    summary = (
+        f"<p>{passed} of {len(quality)} checks passed on {html.escape(tables_checked)}; "
+        f"{len(failing)} did not (soft checks warn, hard checks stop the day).</p>"
+    )
+    return Section(
+        "Data quality",
+        summary + _table(failing, f"All {len(quality)} checks passed; no warnings.") + link,
+    )
+
+
+def monitoring_section(data: ReportData) -> Section | None:
+    if data.monitoring.empty:
+        return None
+    shown = data.monitoring[["check", "table", "column", "value", "threshold", "status", "detail"]]
+    return Section("Freshness, volume and drift", _table(shown, "no checks"))
+
+
+SECTIONS: tuple[Callable[[ReportData], Section | None], ...] = (
+    leaderboard_section,
+    buckets_section,
+    trend_section,
+    training_section,
+    calibration_section,
+    volumes_section,
+    promotion_section,
+    quality_section,
+    monitoring_section,
+)
+
+
+def render(data: ReportData) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"])
+    )
+    sections = [s for s in (make(data) for make in SECTIONS) if s is not None]
+    return env.get_template("report.html.j2").render(dt=data.dt, sections=sections)
 
 
 def build_report(spark: SparkSession, settings: Settings, dt: str) -> Path:
-    metrics = _read(spark, settings, tables.GOLD_METRICS, dt)
-    models = _model_dirs(settings, dt)
-    sections: list[str] = []
-
-    # Leaderboard.
-    oracle = _oracle(settings)
-    oracle_auc = None
-    if not metrics.empty:
-        overall = metrics[metrics["slice"] == "all"].pivot_table(
-            index="model", columns="metric", values="value"
-        )
-        keep = [c for c in ("auc", "gauc_impression_weighted", "user_averaged_auc", "logloss", "n")
-                if c in overall.columns]  # fmt: skip
-        board = overall[keep].sort_values("gauc_impression_weighted", ascending=False).reset_index()
-        board.columns.name = None
-        if oracle is not None and models:
-            preds = pd.read_parquet(next(iter(models.values())) / "eval_predictions.parquet")
-            joined = preds.merge(oracle, on="event_id")
-            if len(joined) and joined["click"].nunique() == 2:
-                oracle_auc = auc(joined["click"], joined["p_click"])
-        note = (
-            f'<p class="note">Oracle AUC on these rows (true click probabilities of the synthetic'
-            f" world): {oracle_auc:.4f}. GAUC here is impression-weighted (DIN/FuxiCTR); "
-            "user-averaged AUC weights every user equally.</p>"
-            if oracle_auc is not None
-            else '<p class="note">GAUC is impression-weighted (DIN/FuxiCTR); user-averaged AUC '
-            "weights every user equally.</p>"
-        )
-        sections.append("<h2>Leaderboard (next-day evaluation)</h2>" + _table(board) + note)
-
-        # GAUC by activity bucket.
-        buckets = metrics[
-            metrics["slice"].str.startswith("activity=")
-            & (metrics["metric"] == "gauc_impression_weighted")
-        ]
-        if not buckets.empty:
-            pivot = buckets.pivot_table(index="slice", columns="model", values="value")
-            pivot = pivot.reindex(
-                [f"activity={b}" for b in ("low", "mid", "high") if f"activity={b}" in pivot.index]
-            )
-            pivot.columns.name = None
-            fig, ax = plt.subplots(figsize=(7, 3.5))
-            pivot.plot.bar(ax=ax, rot=0)
-            ax.set_ylabel("GAUC (impression-weighted)")
-            ax.set_ylim(max(0.0, float(np.nanmin(pivot.to_numpy())) - 0.05), None)
-            ax.set_title("GAUC by user-activity bucket")
-            sections.append(
-                "<h2>GAUC by activity bucket</h2>" + _png(fig) + _table(pivot.reset_index())
-            )
-
-    # Calibration and training curves.
-    if models:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
-        rows = []
-        for name, folder in models.items():
-            preds = pd.read_parquet(folder / "eval_predictions.parquet")
-            table = calibration(preds["click"], preds["score"])
-            ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=name)
-            rows.append(
-                {"model": name, "ECE": expected_calibration_error(preds["click"], preds["score"])}
-            )
-        top = max(
-            [0.05]
-            + [line.get_xdata().max() for line in ax.lines[1:]]
-            + [line.get_ydata().max() for line in ax.lines[1:]]
-        )
-        lim = min(1.0, 1.15 * float(top))
-        ax.set_xlim(0, lim)
-        ax.set_ylim(0, lim)
-        ax.set_xlabel("mean predicted CTR (decile)")
-        ax.set_ylabel("observed CTR")
-        ax.legend()
-        sections.append("<h2>Calibration</h2>" + _png(fig) + _table(pd.DataFrame(rows)))
-
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for name, folder in models.items():
-            curve = json.loads((folder / "training_curve.json").read_text())
-            losses = pd.Series(curve["losses"]).rolling(10, min_periods=1).mean()
-            ax.plot(losses.to_numpy(), label=name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss (10-step mean)")
-        ax.legend()
-        sections.append("<h2>Training curves</h2>" + _png(fig))
-
-    # Data volumes.
-    runs = _read(spark, settings, tables.BRONZE_INGEST_RUNS, dt)
-    if not runs.empty:
-        runs = runs[["source", "raw_rows", "bronze_rows", "quarantined_rows", "duplicate_rows"]]
-        fig, ax = plt.subplots(figsize=(7, 3))
-        runs.set_index("source")[["bronze_rows", "quarantined_rows", "duplicate_rows"]].plot.barh(
-            ax=ax, stacked=True
-        )
-        ax.set_xlabel("rows")
-        ax.set_title("raw rows = bronze + quarantined + duplicates")
-        quarantine = _read(spark, settings, tables.BRONZE_QUARANTINE, dt)
-        reasons = (
-            quarantine.groupby(["source_table", "reason"]).size().rename("rows").reset_index()
-            if not quarantine.empty
-            else pd.DataFrame()
-        )
-        samples = _read(spark, settings, tables.GOLD_SAMPLES, dt)
-        volume = f"<p>gold.samples rows: {len(samples):,}</p>" if not samples.empty else ""
-        sections.append(
-            "<h2>Data volumes</h2>" + _png(fig) + _table(runs) + volume
-            + "<h3>Quarantine reasons</h3>" + _table(reasons)
-        )  # fmt: skip
-
-    # Promotion decision.
-    promotions = _read(spark, settings, tables.GOLD_PROMOTIONS, dt)
-    if not promotions.empty:
-        row = promotions.iloc[0]
-        verdict = (
-            f'<p class="promoted">Promoted {html.escape(str(row.challenger_model))} '
-            f"(version {html.escape(str(row.challenger_version))}) to champion.</p>"
-            if row.promoted
-            else f'<p class="kept">Kept champion version {html.escape(str(row.champion_version))}'
-            ".</p>"
-        )
-        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in str(row.reasons).split("; "))
-        sections.append(f"<h2>Promotion</h2>{verdict}<ul>{reasons}</ul>")
-
-    # Quality.
-    quality = _read(spark, settings, tables.QUALITY_RESULTS, dt)
-    sites = sorted(data_docs_dir(settings, dt).glob("*/index.html"))
-    link = (
-        "<p>Data Docs: "
-        + ", ".join(
-            f'<a href="{site.resolve().as_uri()}">{html.escape(site.parent.name)}</a>'
-            for site in sites
-        )
-        + "</p>"
-        if sites
-        else ""
-    )
-    if not quality.empty:
-        failing = quality[~quality["success"]][["table", "expectation", "column", "severity",
-                                                 "unexpected_count", "observed"]]  # fmt: skip
-        summary = (
-            f"<p>{int(quality['success'].sum())} of {len(quality)} checks passed; "
-            f"{len(failing)} warnings.</p>"
-        )
-        sections.append("<h2>Data quality</h2>" + summary + _table(failing) + link)
-
-    monitoring = _read(spark, settings, tables.QUALITY_MONITORING, dt)
-    if not monitoring.empty:
-        shown = monitoring[["check", "table", "column", "value", "threshold", "status", "detail"]]
-        sections.append("<h2>Freshness, volume and drift</h2>" + _table(shown))
-
-    body = "\n".join(sections) or '<p class="note">No results for this day yet.</p>'
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>choirflow report {dt}</title>
-<style>{CSS}</style></head>
-<body><h1>choirflow daily report: {dt}</h1>
-{body}
-<script>
-window.addEventListener("load", () => {{
-  const ok = [...document.images].every(i => i.complete && i.naturalWidth > 0);
-  document.body.setAttribute("data-images-ok", String(ok));
-  document.body.setAttribute("data-image-count", String(document.images.length));
-}});
-</script>
-</body></html>
-"""
+    page = render(read_report_data(spark, settings, dt))
     out = Path(settings.reports_dir) / dt / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
     return out

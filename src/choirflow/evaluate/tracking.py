@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from choirflow.config import Settings, project_root
+from choirflow.train.artifacts import CHECKPOINT
 
 CHAMPION = "champion"
 
@@ -100,6 +101,16 @@ def log_training_run(
     return {"run_id": run_id, "model_version": str(version.version)}
 
 
+def with_task_registry(settings: Settings) -> Settings:
+    """A CVR model has its own registered model (`<registry_model>_cvr`) and champion."""
+    if settings.train.task == "ctr":
+        return settings
+    name = f"{settings.tracking.registry_model}_{settings.train.task}"
+    return settings.model_copy(
+        update={"tracking": settings.tracking.model_copy(update={"registry_model": name})}
+    )
+
+
 def champion(settings: Settings) -> dict[str, Any] | None:
     """The current champion: version, run id, tags and the local checkpoint path; or None."""
     mlflow, client = _client(settings)
@@ -107,7 +118,7 @@ def champion(settings: Settings) -> dict[str, Any] | None:
         version = client.get_model_version_by_alias(settings.tracking.registry_model, CHAMPION)
     except Exception:
         return None
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{version.source}/model.pt")
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{version.source}/{CHECKPOINT}")
     return {
         "version": version.version,
         "run_id": version.run_id,

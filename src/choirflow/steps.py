@@ -1,0 +1,303 @@
+"""The step registry: every daily step declared once, with the tables it reads and writes.
+
+`choirflow_daily`'s task chain, `pipeline.run_day`, `pipeline.backfill`, the CLI and the
+spark-submit jobs all follow `DAILY_STEPS` (tests compare the DAG with it). A step's name is
+its Airflow task id; `after` names the steps it waits for. Each step is a function of one
+day: `Step.run(dt, settings, done)`, where `done` holds the results of the steps before it
+(promotion needs the day's challenger).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from choirflow import tables
+from choirflow.config import Settings
+from choirflow.logs import step_log
+from choirflow.spark import get_spark
+
+Done = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[SparkSession, Settings, str, Done], Any]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    after: tuple[str, ...] = ()
+    # "data" steps build and check tables; "model" steps train, promote and report.
+    kind: str = "data"
+    doc: str = ""
+
+
+# ---- data steps -------------------------------------------------------------------------
+
+
+def ingest(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
+    from choirflow.ingest.raw import ingest_day
+
+    return {c.source: c.bronze_rows for c in ingest_day(spark, settings, dt)}
+
+
+def bronze_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list:
+    from choirflow.quality.checks import bronze_gate
+
+    return bronze_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+
+
+def behaviors(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
+    from choirflow.features.activity import (
+        build_daily_activity,
+        build_user_category_exposure,
+        build_user_category_state,
+    )
+    from choirflow.features.samples import build_behaviors
+    from choirflow.groups.inputs import build_user_category_daily
+
+    out = {"silver.behaviors": build_behaviors(spark, settings, dt)}
+    build_daily_activity(spark, settings, dt)
+    out["silver.user_category_exposure"] = build_user_category_exposure(spark, settings, dt)
+    out["silver.user_category_state"] = build_user_category_state(spark, settings, dt)
+    out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
+    return out
+
+
+def item_embeddings(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    from choirflow.features.item_embeddings import build_item_embeddings
+
+    return {"silver.item_embeddings": build_item_embeddings(spark, settings, dt)["embedded"]}
+
+
+def user_features(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    from choirflow.features.activity import build_user_features
+
+    build_user_features(spark, settings, dt)
+    return {}
+
+
+def user_groups(
+    spark: SparkSession,
+    settings: Settings,
+    dt: str,
+    done: Done,
+    refit: bool = False,
+    relabel_all: bool = False,
+) -> dict[str, int]:
+    """Budgeted LLM labelling of changed users, RQ-KMeans codes for changed profiles, group
+    priors, then the groups gate. choirflow_groups_refresh passes `refit` (a new codebook
+    version) and `relabel_all` (every user's inputs rebuilt)."""
+    from choirflow.groups.assign import assign_groups
+    from choirflow.groups.labelling import label_profiles
+    from choirflow.quality.checks import groups_gate
+
+    profiles = label_profiles(spark, settings, dt, everyone=relabel_all)
+    groups = assign_groups(spark, settings, dt, refit=refit)
+    groups_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+    return {
+        "silver.user_profiles": profiles["users_considered"] - profiles["cache_hits"],
+        "llm_calls": profiles["calls"],
+        "silver.user_groups": groups["users"],
+        "silver.group_priors": groups["priors"],
+    }
+
+
+def samples(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
+    """gold.samples of dt, then the sequence state at the end of dt (the next day's input)."""
+    from choirflow.features.samples import build_samples
+    from choirflow.features.sequences import write_state
+
+    rows, state = build_samples(spark, settings, dt)
+    tables.replace_partition(rows, tables.GOLD_SAMPLES, settings, tables.partition(dt))
+    write_state(settings, state, dt)
+    spark.catalog.clearCache()  # the carried state and timelines build_samples cached
+    count = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
+    return {"gold.samples": count}
+
+
+def gold_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list:
+    from choirflow.quality.checks import gold_gate
+
+    return gold_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+
+
+# ---- model steps ------------------------------------------------------------------------
+
+
+def train_and_evaluate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    from choirflow.evaluate.challenger import train_and_evaluate as train_challenger
+
+    return train_challenger(spark, settings, dt)
+
+
+def promote(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    from choirflow.evaluate.champion import promote as promote_challenger
+
+    return promote_challenger(spark, settings, dt, done.get("train_and_evaluate") or {})
+
+
+def report(spark: SparkSession, settings: Settings, dt: str, done: Done) -> str:
+    from choirflow.evaluate.report import build_report
+
+    path = build_report(spark, settings, dt)
+    step_log(__name__, "report", dt).info("%s", path)
+    return str(path)
+
+
+def publish_assets(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    """Per warehouse table: its Delta version and row count (of partition dt where the table
+    is partitioned by day): the extras of the Airflow Asset events choirflow_daily emits."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables.ALL_TABLES:
+        version = tables.version(spark, table, settings)
+        if version is None:
+            continue
+        df = tables.read(spark, table, settings, version=version)
+        by_day = "dt" in table.partition_by
+        rows = (df.where(F.col("dt") == dt) if by_day else df).count()
+        out[table.full_name] = {
+            "delta_version": version,
+            "rows": int(rows),
+            "partition": f"dt={dt}" if by_day else "all",
+            "path": table.path(settings),
+        }
+    return out
+
+
+def monitor(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list[dict]:
+    """choirflow_quality: freshness, volume and drift across tables (quality.monitoring)."""
+    from choirflow.quality.monitoring import monitor as run_monitor
+
+    return run_monitor(spark, settings, dt).to_dict(orient="records")
+
+
+# ---- the registry -----------------------------------------------------------------------
+
+RAW = ("raw.events", "raw.items", "raw.users")
+BRONZE_DIMENSIONS = ("bronze.item_history", "bronze.user_history")
+
+DAILY_STEPS: tuple[Step, ...] = (
+    Step(
+        "ingest", ingest, reads=(*RAW, "bronze.events"),
+        writes=("bronze.events", "bronze.items", "bronze.users", *BRONZE_DIMENSIONS,
+                "bronze.quarantine", "bronze.ingest_runs"),
+        doc="raw logs of the day -> typed, deduplicated bronze; rejects to quarantine",
+    ),
+    Step(
+        "bronze_quality_gate", bronze_quality_gate,
+        reads=("bronze.events", "bronze.items", "bronze.users", "bronze.ingest_runs"),
+        writes=("quality.results",), after=("ingest",),
+        doc="GX checks of the day's bronze partitions; a hard failure stops the day",
+    ),
+    Step(
+        "behaviors", behaviors, reads=("bronze.events", *BRONZE_DIMENSIONS,
+                                       "silver.user_category_state"),
+        writes=("silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
+                "silver.user_category_exposure", "silver.user_category_state",
+                "silver.user_category_daily"),
+        after=("bronze_quality_gate",),
+        doc="clicks and conversions, per-day counts, the user x category sums",
+    ),
+    Step(
+        "item_embeddings", item_embeddings,
+        reads=("bronze.item_history", "silver.item_embeddings",
+               "silver.item_embedding_projections"),
+        writes=("silver.item_embeddings", "silver.item_embedding_projections"),
+        after=("behaviors",), doc="frozen multimodal vectors of new or changed items",
+    ),
+    Step(
+        "user_features", user_features,
+        reads=("silver.user_daily_activity", "bronze.user_history"),
+        writes=("silver.user_features",), after=("behaviors",),
+        doc="attributes, 7/30/365-day activity and the activity bucket",
+    ),
+    Step(
+        "user_groups", user_groups,
+        reads=("silver.user_features", "silver.user_category_daily", "silver.behaviors",
+               "bronze.user_history", "bronze.item_history", "silver.user_profiles",
+               "silver.group_codebooks", "silver.user_groups"),
+        writes=("silver.user_profiles", "silver.profile_runs", "silver.group_codebooks",
+                "silver.user_groups", "silver.group_priors", "quality.results"),
+        after=("item_embeddings", "user_features"),
+        doc="LLM (budgeted) or template profiles, RQ-KMeans codes, group priors",
+    ),
+    Step(
+        "samples", samples,
+        reads=("bronze.events", *BRONZE_DIMENSIONS, "silver.behaviors", "silver.sequence_state",
+               "silver.user_features", "silver.item_daily_stats", "silver.user_category_state",
+               "silver.user_groups", "silver.group_priors"),
+        writes=("gold.samples", "silver.sequence_state"), after=("user_groups",),
+        doc="one point-in-time row per impression; the carried sequence state",
+    ),
+    Step(
+        "gold_quality_gate", gold_quality_gate,
+        reads=("gold.samples", "silver.item_embeddings"), writes=("quality.results",),
+        after=("samples",), doc="GX checks of the day's samples and item vectors",
+    ),
+    Step(
+        "train_and_evaluate", train_and_evaluate,
+        reads=("gold.samples", "silver.item_embeddings"), writes=("gold.metrics",),
+        after=("gold_quality_gate",), kind="model",
+        doc="train on the days before, evaluate on the day, register a challenger",
+    ),
+    Step(
+        "promote", promote, reads=("gold.samples", "silver.item_embeddings"),
+        writes=("gold.promotions",), after=("train_and_evaluate",), kind="model",
+        doc="champion against challenger on the same rows",
+    ),
+    Step(
+        "report", report,
+        reads=("gold.metrics", "gold.promotions", "bronze.ingest_runs", "quality.results",
+               "quality.monitoring"),
+        writes=(), after=("promote",), kind="model", doc="the day's HTML report",
+    ),
+    Step(
+        "publish_assets", publish_assets, reads=tuple(t.full_name for t in tables.ALL_TABLES),
+        writes=(), after=("report",), kind="model",
+        doc="one Airflow Asset event per table with its Delta version and row count",
+    ),
+)  # fmt: skip
+
+# choirflow_quality, after the daily run: monitoring, then the report again with its results.
+QUALITY_STEPS: tuple[Step, ...] = (
+    Step(
+        "monitor", monitor, reads=tuple(t.full_name for t in tables.ALL_TABLES),
+        writes=("quality.monitoring",), doc="freshness, volume and PSI drift across tables",
+    ),
+    Step(
+        "refresh_report", report, reads=("quality.monitoring",), writes=(),
+        after=("monitor",), kind="model", doc="the day's report with the monitoring results",
+    ),
+)  # fmt: skip
+
+STEPS_BY_NAME = {step.name: step for step in (*DAILY_STEPS, *QUALITY_STEPS)}
+DATA_STEPS = tuple(s.name for s in DAILY_STEPS if s.kind == "data")
+# The steps a spark-submit features job may run (jobs/features.py), in order.
+FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "user_groups", "samples")
+GATES = ("bronze_quality_gate", "gold_quality_gate")
+
+
+def step(name: str) -> Step:
+    try:
+        return STEPS_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown step {name!r}; choose from {list(STEPS_BY_NAME)}") from None
+
+
+def timed_run(step_: Step, spark: SparkSession, settings: Settings, dt: str, done: Done) -> Any:
+    """Run a step and log how long it took: `[<step> dt=<day>] done in 12.3s`."""
+    t0 = time.perf_counter()
+    result = step_.run(spark, settings, dt, done)
+    step_log(__name__, step_.name, dt).info("done in %.1fs", time.perf_counter() - t0)
+    return result
+
+
+def run_step(name: str, dt: str, settings: Settings, done: Done | None = None) -> Any:
+    """Run one registered step for day dt (the entry point of jobs and DAG tasks)."""
+    return timed_run(step(name), get_spark(settings), settings, dt, done or {})
