@@ -145,9 +145,10 @@ def run_case(history: int, args) -> dict:
         build_user_features,
     )
     from choirflow.features.item_embeddings import build_item_embeddings
-    from choirflow.features.samples import build_behaviors, build_samples
+    from choirflow.features.samples import build_behaviors
     from choirflow.ingest.raw import ingest_events
     from choirflow.spark import get_spark
+    from choirflow.steps import samples as samples_step
     from choirflow.synth.world import WorldConfig, generate_world, write_world
 
     work = Path(tempfile.mkdtemp(prefix=f"choirflow-bench-{history}-"))
@@ -194,7 +195,7 @@ def run_case(history: int, args) -> dict:
         build_item_embeddings(spark, settings, day)
         timings["silver_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        rows = build_samples(spark, settings, day)
+        rows = samples_step(spark, settings, day, {})["gold.samples"]
         timings["samples_s"] = time.perf_counter() - t2
         timings["day_total_s"] = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)

@@ -84,6 +84,7 @@ def main() -> None:
     from choirflow.groups.inputs import profiles_as_of
     from choirflow.groups.labelling import label_profiles
     from choirflow.spark import get_spark
+    from choirflow.steps import run_step
     from choirflow.synth.world import generate_world, preset, write_world
 
     world = generate_world(preset(args.preset, users=args.users, days=args.days))
@@ -94,7 +95,7 @@ def main() -> None:
     days = sorted(world.events["dt"].unique())[: args.days]
     t0 = time.perf_counter()
     for dt in days:
-        pipeline.ingest(dt, settings)
+        run_step("ingest", dt, settings)
         pipeline.build_features(dt, settings, steps=("behaviors", "user_features", "samples"))
     pipeline_seconds = time.perf_counter() - t0
     last = days[-1]

@@ -29,8 +29,9 @@ def build_world(work: Path, days: int) -> list[str]:
 
     def features_only(dt: str, settings) -> None:
         from choirflow import pipeline
+        from choirflow.steps import run_step
 
-        pipeline.ingest(dt, settings)
+        run_step("ingest", dt, settings)
         pipeline.build_features(dt, settings, steps=FEATURE_STEPS)
 
     return build(work, "demo", features_only, days=days)

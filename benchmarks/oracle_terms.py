@@ -87,8 +87,8 @@ def main() -> None:
 
     from choirflow.config import load_settings
     from choirflow.models import build_model
-    from choirflow.pipeline import load_samples
     from choirflow.spark import get_spark
+    from choirflow.train.inputs import load_samples
     from choirflow.train.loop import load_model_config, predict, train
 
     splits, sizes, vectors, p_click, meta = load(args.bundle)

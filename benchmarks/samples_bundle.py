@@ -104,13 +104,14 @@ def export(warehouse: str, raw: str, day: str, out: str, train_days: int = 7) ->
     import pandas as pd
 
     from choirflow.config import load_settings
-    from choirflow.pipeline import _train_window, load_item_vectors, load_samples
+    from choirflow.dates import days_before
     from choirflow.spark import get_spark
     from choirflow.train.data import Vocabulary, encode
+    from choirflow.train.inputs import load_item_vectors, load_samples
 
     settings = load_settings()
     spark = get_spark(settings)
-    window = _train_window(day, train_days)
+    window = days_before(day, train_days)
     train_frame, version = load_samples(spark, settings, window)
     eval_frame, _ = load_samples(spark, settings, [day])
     vocab = Vocabulary.fit(train_frame)

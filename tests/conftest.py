@@ -42,6 +42,12 @@ os.environ.update(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 )
+# Tiny days: interpreted Spark execution beats compiling every query (choirflow.spark), in
+# this process and in every spark-submit and Airflow task the tests start.
+os.environ.setdefault(
+    "CHOIRFLOW__SPARK__CONF",
+    '{"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}',
+)
 # The shared jars folder of the checkout: fetched once by `make setup`.
 os.environ.setdefault("CHOIRFLOW__PATHS__JARS", str(ROOT / ".cache" / "jars"))
 

@@ -141,7 +141,8 @@ def test_rolling_user_counts_match_the_oracle(spark, activity, last_day):
 @pytest.mark.parametrize("dt", [DAYS[10], DAYS[-1]])
 def test_item_popularity_levels_match_the_oracle(spark, activity, dt):
     """Levels come from the 30 days before dt: the day itself is not known yet."""
-    from choirflow.features.activity import day_offset, item_popularity_before
+    from choirflow.dates import day_offset
+    from choirflow.features.activity import item_popularity_before
 
     local, events = activity
     got = item_popularity_before(spark, local, dt).toPandas().set_index("item_id")
@@ -223,7 +224,8 @@ def test_carried_user_category_state_matches_the_oracle(spark, activity):
 def test_user_category_window_edges_match_the_oracle(spark, activity):
     """A day whose window starts on a day with events (a window one day short or long would
     differ), carried from a state and rebuilt from scratch."""
-    from choirflow.features.activity import category_window_sums, day_offset
+    from choirflow.dates import day_offset
+    from choirflow.features.activity import category_window_sums
 
     local, events = activity
     day = day_offset(DAYS[4], 29)  # the window is DAYS[4] .. day

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from choirflow import pipeline, tables
+from choirflow import tables
 from choirflow.evaluate.promotion import bootstrap_gauc_gain, decide
+from choirflow.steps import run_step
+from choirflow.train.artifacts import RunFiles
 
 
 def _world(n_users=300, per_user=20, seed=0):
@@ -61,7 +63,7 @@ def test_training_is_tracked_and_registered(built, settings, days):
 
     from choirflow.evaluate import tracking
 
-    trained = built[2]["train"]
+    trained = built[2]["train_and_evaluate"]
     client = tracking._client(settings)[1]
     run = client.get_run(trained["run_id"])
     assert run.data.params["epochs"] and "auc" in run.data.metrics
@@ -88,8 +90,15 @@ def test_promotion_is_recorded(built, spark, settings, days):
 @pytest.mark.spark
 def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark, settings, days):
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
-    row = metrics.where("metric = 'gauc_impression_weighted' AND slice = 'all'").first()
-    assert row.model_version and row.model == "din" and 0 < row.value < 1
+    overall = metrics.where("metric = 'gauc_impression_weighted' AND slice = 'all'")
+    row = overall.where("model = 'din'").first()
+    assert row.model_version and 0 < row.value < 1
+    # The champion scored on the same rows, recorded beside the challenger (the report's
+    # side-by-side leaderboard reads both).
+    champion = overall.where("model = 'champion'").first()
+    assert champion is not None and champion.model_version != row.model_version
+    decided = tables.read(spark, tables.GOLD_PROMOTIONS, settings).where(F.col("dt") == days[2])
+    assert champion.model_version == decided.first().champion_version
     from choirflow.quality.gate import data_docs_dir
 
     sites = {p.parent.name for p in data_docs_dir(settings, days[2]).glob("*/index.html")}
@@ -98,7 +107,9 @@ def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark
 
 @pytest.mark.spark
 def test_compare_writes_a_leaderboard(built, spark, settings, days):
-    board = pipeline.compare(["dnn_test", "din_test"], days[2], settings)
+    from choirflow.evaluate.challenger import compare
+
+    board = compare(spark, settings, ["dnn_test", "din_test"], days[2])
     assert list(board.model) and set(board.model) == {"dnn_test", "din_test"}
     assert (Path(settings.reports_dir) / days[2] / "leaderboard.csv").exists()
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
@@ -111,7 +122,7 @@ def test_compare_writes_a_leaderboard(built, spark, settings, days):
 def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium package is installed by `make setup`"
-    path = Path(pipeline.report(days[2], settings))
+    path = Path(run_step("report", days[2], settings))
     page = path.read_text()
     for section in ("Leaderboard", "GAUC by activity bucket", "Calibration", "Training curves",
                     "Data volumes", "Promotion", "Data quality"):  # fmt: skip
@@ -142,17 +153,17 @@ def test_cvr_trains_on_clicks_with_its_own_registry(built, spark, settings, days
     cvr = settings.model_copy(
         update={"train": settings.train.model_copy(update={"task": "cvr", "model": "din_test"})}
     )
-    result = pipeline.train_and_evaluate(days[2], cvr)
+    result = run_step("train_and_evaluate", days[2], cvr)
     assert result["status"] == "trained" and result["model"] == "din_test-cvr"
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[2])
     clicked = samples.where("click = 1").count()
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
     row = metrics.where("model = 'din_test-cvr' AND slice = 'all' AND metric = 'auc'").first()
     assert row is not None and 0 < row.value < 1
-    predictions = pd.read_parquet(Path(result["checkpoint"]).parent / "eval_predictions.parquet")
+    predictions = pd.read_parquet(RunFiles.beside(result["checkpoint"]).predictions)
     assert len(predictions) == clicked  # evaluated on clicked impressions, label = conversion
-    decision = pipeline.promote(days[2], result, cvr)
+    decision = run_step("promote", days[2], cvr, {"train_and_evaluate": result})
     assert decision["promoted"]  # the first CVR model: no CVR champion yet
-    cvr_champion = tracking.champion(pipeline.with_task_registry(cvr))
+    cvr_champion = tracking.champion(tracking.with_task_registry(cvr))
     assert str(cvr_champion["version"]) == str(result["model_version"])
     assert tracking.champion(settings) == ctr_before  # CTR's champion is untouched

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from choirflow import pipeline, tables
 from choirflow.config import load_settings
 from choirflow.importers.movielens import ML100K_GENRES, import_movielens
+from choirflow.steps import run_step
 
 DAY = 86400
 T0 = 1_700_000_000 - 1_700_000_000 % DAY  # a UTC midnight
@@ -74,7 +75,7 @@ def test_movielens_100k_runs_through_the_whole_pipeline(spark, tmp_path):
         }
     )
     results = pipeline.run_range(counts["first_day"], counts["last_day"], settings)
-    assert results[-1]["train"]["status"] == "trained"
+    assert results[-1]["train_and_evaluate"]["status"] == "trained"
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).toPandas()
     assert len(samples) == 240 and samples.click.between(0, 1).all()
     assert (samples.hist_len > 0).any()
@@ -129,5 +130,5 @@ def test_microlens_parquet_goes_to_gold_and_trains(spark, tmp_path):
     gold = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == "2025-03-01")
     assert gold.where(F.col("hist_len") > 0).count() > 0
     assert gold.where(F.array_contains("hist_item_ids", "0")).count() == 0  # padding dropped
-    result = pipeline.train_and_evaluate("2025-03-02", settings)
+    result = run_step("train_and_evaluate", "2025-03-02", settings)
     assert result["status"] == "trained" and result["auc"] > 0.7

@@ -21,6 +21,23 @@ def test_every_job_has_a_help(job):
     assert result.returncode == 0 and "usage" in result.stdout
 
 
+@pytest.mark.unit
+def test_the_step_job_takes_only_registered_steps():
+    """jobs/step.py offers exactly the registry's steps and refuses the rest before any work."""
+    from choirflow.steps import STEPS_BY_NAME
+
+    job = [sys.executable, str(ROOT / "jobs" / "step.py")]
+    result = subprocess.run([*job, "--help"], capture_output=True, text=True)
+    for name in STEPS_BY_NAME:
+        assert name in result.stdout, name
+    bogus = subprocess.run([*job, "--step", "features", "--dt", "2026-11-01"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert bogus.returncode == 2 and "invalid choice: 'features'" in bogus.stderr
+    refit = subprocess.run([*job, "--step", "ingest", "--dt", "2026-11-01", "--refit"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert refit.returncode == 2 and "apply to --step user_groups" in refit.stderr
+
+
 def test_ingest_job_runs_under_spark_submit(built, spark, settings, days, tmp_path):
     from pyspark.sql import functions as F
 
@@ -29,8 +46,8 @@ def test_ingest_job_runs_under_spark_submit(built, spark, settings, days, tmp_pa
 
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    cmd = [str(spark_submit), *spark_submit_args(settings), str(ROOT / "jobs" / "ingest.py"),
-           "--dt", days[1]]  # fmt: skip
+    cmd = [str(spark_submit), *spark_submit_args(settings), str(ROOT / "jobs" / "step.py"),
+           "--step", "ingest", "--dt", days[1]]  # fmt: skip
     before = (
         tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == days[1]).count()
     )

@@ -50,7 +50,7 @@ def test_padding_and_batch_order_do_not_change_scores(name):
 @pytest.mark.spark
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_every_model_learns_on_the_tiny_world(name, built, spark, settings, days):
-    from choirflow.pipeline import load_samples
+    from choirflow.train.inputs import load_samples
 
     train_frame, _ = load_samples(spark, settings, days[:2])
     eval_frame, _ = load_samples(spark, settings, days[2:3])
@@ -63,3 +63,120 @@ def test_every_model_learns_on_the_tiny_world(name, built, spark, settings, days
     held_out = encode(eval_frame, vocab, settings.features.max_seq_len)
     scores = predict(model, held_out, torch.device("cpu"))
     assert metrics.auc(held_out.click, scores) > 0.56
+
+
+@pytest.mark.unit
+def test_mlp_rejects_an_unknown_activation():
+    from choirflow.models.layers import Dice, mlp
+
+    with pytest.raises(ValueError, match="unknown activation 'gelu'.*dice.*relu"):
+        mlp(4, (8,), activation="gelu")
+    assert isinstance(mlp(4, (8,), activation="dice")[1], Dice)
+    assert isinstance(mlp(4, (8,), activation="relu")[1], torch.nn.ReLU)
+
+
+@pytest.mark.unit
+def test_factored_target_attention_equals_the_plain_concatenated_form():
+    """The first layer applied to [q, k, q - k, q * k] built in full gives the same scores and
+    pooled vector as the factored form the model uses."""
+    from choirflow.models.layers import TargetAttention
+
+    torch.manual_seed(0)
+    for activation, softmax in (("dice", False), ("relu", True)):
+        attention = TargetAttention(6, (8, 4), activation, softmax=softmax).eval()
+        query, keys = torch.randn(5, 6), torch.randn(5, 7, 6)
+        mask = torch.rand(5, 7) > 0.3
+        mask[0] = False  # an empty history pools to zero
+        rows, cols = mask.nonzero(as_tuple=True)
+        q, k = query[rows], keys[rows, cols]
+        plain = attention.score(torch.cat([q, k, q - k, q * k], dim=-1)).squeeze(-1)
+        factored = attention._scores(query, rows, k)
+        torch.testing.assert_close(factored, plain, rtol=1e-5, atol=1e-6)
+        weights = torch.zeros(mask.shape).index_put((rows, cols), plain)
+        if softmax:
+            weights = weights.masked_fill(~mask, float("-inf")).softmax(-1).nan_to_num(0.0)
+        expected = torch.einsum("bl,bld->bd", weights * mask, keys)
+        torch.testing.assert_close(attention(query, keys, mask), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.unit
+def test_cross_net_v2_golden_values():
+    """x_{l+1} = x0 * (W x_l + b) + x_l, worked out by hand for W = diag(1, 2), b = (0.5, -1),
+    x0 = (1, 2): x1 = (2.5, 8), x2 = (5.5, 38); the low-rank form W = U V^T gives the same."""
+    from choirflow.models.layers import CrossNetV2
+
+    full = CrossNetV2(2, num_layers=2, rank=None)
+    low = CrossNetV2(2, num_layers=2, rank=2)
+    with torch.no_grad():
+        for layer in full.maps:
+            layer.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+            layer.bias.copy_(torch.tensor([0.5, -1.0]))
+        for down, up in low.maps:
+            down.weight.copy_(torch.eye(2))  # V^T
+            up.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))  # U
+            up.bias.copy_(torch.tensor([0.5, -1.0]))
+    x0 = torch.tensor([[1.0, 2.0]])
+    torch.testing.assert_close(full(x0), torch.tensor([[5.5, 38.0]]))
+    torch.testing.assert_close(low(x0), torch.tensor([[5.5, 38.0]]))
+    one = CrossNetV2(2, num_layers=1, rank=None)
+    one.maps[0].load_state_dict(full.maps[0].state_dict())
+    torch.testing.assert_close(one(x0), torch.tensor([[2.5, 8.0]]))
+
+
+@pytest.mark.unit
+def test_choirrec_distillation_gate_and_term_golden_values():
+    """Only active users with a confident individual prediction teach, and the term is the
+    alpha-weighted squared gap averaged over them (values worked out by hand)."""
+    from choirflow.models.choirrec import distillation_gate, distillation_term
+
+    clicks = torch.tensor([0.0, 3.0, 3.0, 10.0, 2.0])
+    p_ind = torch.tensor([0.9, 0.55, 0.7, 0.2, 0.95])
+    gate = distillation_gate(clicks, p_ind, activity_threshold=2.0, confidence_threshold=0.1)
+    assert gate.tolist() == [False, False, True, True, False]
+    p_grp = torch.tensor([0.5, 0.5, 0.5, 0.6, 0.5])
+    alpha = torch.tensor([1.0, 1.0, 0.5, 0.25, 1.0])
+    # (0.5 * 0.2^2 + 0.25 * 0.4^2) / 2 = (0.02 + 0.04) / 2 = 0.03
+    term = distillation_term(p_ind, p_grp, alpha, gate, "individual_to_group")
+    torch.testing.assert_close(term, torch.tensor(0.03))
+    none = distillation_term(p_ind, p_grp, alpha, torch.zeros(5, dtype=torch.bool), "x")
+    assert none.item() == 0.0
+    # The student gets the gradient, the teacher none.
+    p_grp = p_grp.clone().requires_grad_()
+    p_ind = p_ind.clone().requires_grad_()
+    distillation_term(p_ind, p_grp, alpha, gate, "individual_to_group").backward()
+    assert p_ind.grad is None or not p_ind.grad.any()
+    assert p_grp.grad[2] != 0 and p_grp.grad[0] == 0
+
+
+@pytest.mark.unit
+def test_group_sequences_follow_the_group_seq_len_setting():
+    """A longer setting keeps more of the group sequence (the encoder used to cut at 20)."""
+    frame = _toy_frame(8)
+    frame["group_hist_categories"] = [[str(i % 5) for i in range(30)]] * len(frame)
+    vocab = Vocabulary.fit(frame)
+    assert encode(frame, vocab, 4, group_seq_len=30).sequences["group_hist_categories"].shape == (
+        8,
+        30,
+    )
+    assert (encode(frame, vocab, 4, group_seq_len=30).sequences["group_hist_categories"] > 0).all()
+    assert encode(frame, vocab, 4, group_seq_len=5).sequences["group_hist_categories"].shape[1] == 5
+    from choirflow.config import load_settings
+    from choirflow.train.fit import encode_for
+
+    longer = load_settings(environ={"CHOIRFLOW__GROUPS__GROUP_SEQ_LEN": "30"})
+    assert encode_for(frame, vocab, longer).sequences["group_hist_categories"].shape[1] == 30
+
+
+@pytest.mark.unit
+def test_reserved_indices_are_named_and_values_start_after_them():
+    from choirflow.train.data import FIRST_VALUE, OOV, PAD
+
+    frame = _toy_frame(16)
+    vocab = Vocabulary.fit(frame)
+    assert (PAD, OOV, FIRST_VALUE) == (0, 1, 2)
+    assert vocab.size("item_id") == len(vocab.values["item_id"]) + FIRST_VALUE
+    unseen = frame.head(1).assign(item_id="never-seen")
+    encoded = encode(unseen, vocab, 4)
+    assert encoded.categorical[0, CATEGORICAL_FIELDS.index("item_id")] == OOV
+    first = frame.head(1).assign(item_id=vocab.values["item_id"][0])
+    assert encode(first, vocab, 4).categorical[0, CATEGORICAL_FIELDS.index("item_id")] == 2

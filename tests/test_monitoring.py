@@ -23,14 +23,15 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift():
 def test_monitor_writes_freshness_volume_and_drift(built, spark, settings, days):
     from pyspark.sql import functions as F
 
-    from choirflow import pipeline, tables
+    from choirflow import tables
+    from choirflow.steps import run_step
 
-    results = pd.DataFrame(pipeline.monitor(days[2], settings))
+    results = pd.DataFrame(run_step("monitor", days[2], settings))
     assert {"freshness", "volume", "drift_psi"} <= set(results["check"])
     fresh = results[(results["check"] == "freshness") & (results["table"] == "gold.samples")]
     assert fresh["status"].iloc[0] == "ok"
     stored = tables.read(spark, tables.QUALITY_MONITORING, settings).where(F.col("dt") == days[2])
     assert stored.count() == len(results)
-    late = pd.DataFrame(pipeline.monitor("2026-12-30", settings))
+    late = pd.DataFrame(run_step("monitor", "2026-12-30", settings))
     stale = late[(late["check"] == "freshness") & (late["table"] == "gold.samples")]
     assert stale["status"].iloc[0] == "warn" and stale["value"].iloc[0] > 20

@@ -106,3 +106,20 @@ def test_torchrun_ddp_ranks_end_with_identical_weights_and_learn(tmp_path, name)
     assert ranks[0]["losses"] != ranks[1]["losses"]
     for r in ranks:
         assert np.mean(r["losses"][-5:]) < np.mean(r["losses"][:5])
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    """Promotion and warm start read model.pt while a rerun may be writing it: a write that
+    dies half way must not leave half a file (it goes to a temporary name, then is renamed)."""
+    from choirflow.train.loop import save_checkpoint
+
+    frame = _toy_frame(32)
+    vocab = Vocabulary.fit(frame)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, _model(vocab), {"run": 1})
+    with pytest.raises(Exception, match="(?i)pickle|lambda"):
+        save_checkpoint(path, _model(vocab, seed=1), {"run": 2, "broken": lambda: None})
+    assert torch.load(path, weights_only=False)["meta"] == {"run": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"] or all(
+        p.name.startswith(".") for p in tmp_path.iterdir() if p.name != "model.pt"
+    )
