@@ -6,9 +6,8 @@ Daily jobs replace exactly their partition (replaceWhere), upserting tables use 
 make retries and backfills idempotent. Each table declares its columns once, as Spark DDL
 (`Table.schema`); writers that build rows in Python take their schema from here
 (`Table.frame`), and a test checks every table a pipeline day writes against it.
-gold.samples declares its fields with the role each plays in training (`SampleField`): the
-trainer's field lists, the samples step's column order and ChoirRec's group fields derive
-from them.
+gold.samples' columns are its fields in fields.py, each with the role it plays in training
+(`SampleField`); the trainer's field lists and ChoirRec's group fields derive from them too.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from choirflow.config import Settings
+from choirflow.fields import SAMPLE_FIELDS
 
 _SIMPLE_TYPES = {
     "string": T.StringType(), "int": T.IntegerType(), "bigint": T.LongType(),
@@ -78,7 +78,7 @@ class Table:
     partition_by: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     description: str = ""
-    # Spark DDL of every column, in the order writers produce them.
+    # Spark DDL of every column (Delta matches columns by name; the order is not checked).
     columns: str = ""
     # A column the writer stamps with the write time (not part of Python-built rows).
     written_at: str | None = None
@@ -114,86 +114,6 @@ def _coerce(value, kind: T.DataType):
     if isinstance(kind, T.LongType | T.IntegerType):
         return int(value)
     return value
-
-
-@dataclass(frozen=True)
-class SampleField:
-    """A gold.samples column and what training does with it.
-
-    roles: key, context (kept, not a model input), label, categorical (an embedding input),
-    sequence (a behaviour sequence sharing `vocabulary`'s table), gaps (the sequence's time
-    gaps), count (a temporal count), dense (a log-scaled activity count), group (ChoirRec's
-    group channel; `vocabulary` names the table it shares), group_sequence, partition."""
-
-    name: str
-    type: str
-    role: str
-    vocabulary: str | None = None
-
-    @property
-    def table(self) -> str:
-        """The embedding table (vocabulary) this column indexes."""
-        return self.vocabulary or self.name
-
-
-_CAT, _SEQ, _GROUP = "categorical", "sequence", "group"
-SAMPLE_FIELDS: tuple[SampleField, ...] = (
-    SampleField("event_id", "string", "key"),
-    SampleField("request_id", "string", "context"),
-    SampleField("event_time", "timestamp", "context"),
-    SampleField("click", "int", "label"),
-    SampleField("conversion", "int", "label"),
-    # Categorical inputs, in the order of the trainer's categorical array.
-    SampleField("user_id", "string", _CAT),
-    SampleField("item_id", "string", _CAT),
-    SampleField("item_category", "string", _CAT),
-    SampleField("item_top_category", "string", _CAT),
-    SampleField("item_brand", "string", _CAT),
-    SampleField("price_bucket", "string", _CAT),
-    SampleField("views_level", "int", _CAT),
-    SampleField("likes_level", "int", _CAT),
-    SampleField("user_category_ctr_level", "int", _CAT),
-    SampleField("user_category_impressions_level", "int", _CAT),
-    SampleField("age_band", "string", _CAT),
-    SampleField("gender", "string", _CAT),
-    SampleField("city_tier", "string", _CAT),
-    SampleField("device", "string", _CAT),
-    SampleField("surface", "string", _CAT),
-    SampleField("position", "int", _CAT),
-    SampleField("hour", "int", _CAT),
-    SampleField("weekday", "int", _CAT),
-    SampleField("activity_bucket", "string", _CAT),
-    # The behaviour sequence (most recent last) and its gaps to the impression.
-    SampleField("hist_item_ids", "array<string>", _SEQ, "item_id"),
-    SampleField("hist_categories", "array<string>", _SEQ, "item_category"),
-    SampleField("hist_gap_seconds", "array<double>", "gaps"),
-    SampleField("hist_len", "int", "count"),
-    SampleField("seconds_since_last_click", "double", "count"),
-    SampleField("clicks_1h", "int", "count"),
-    SampleField("clicks_1d", "int", "count"),
-    # Activity known before the sample: ChoirRec's reliability inputs.
-    SampleField("clicks_7d", "bigint", "dense"),
-    SampleField("clicks_30d", "bigint", "dense"),
-    SampleField("conversions_30d", "bigint", "dense"),
-    # ChoirRec's group channel: codes with their own tables, voted attributes sharing the
-    # user's, the group's behaviour sequences.
-    SampleField("group_c1", "string", _GROUP),
-    SampleField("group_c2", "string", _GROUP),
-    SampleField("group_c3", "string", _GROUP),
-    SampleField("group_id", "string", _GROUP),
-    SampleField("group_age_band", "string", _GROUP, "age_band"),
-    SampleField("group_gender", "string", _GROUP, "gender"),
-    SampleField("group_city_tier", "string", _GROUP, "city_tier"),
-    SampleField("group_hist_categories", "array<string>", "group_sequence", "item_category"),
-    SampleField(
-        "group_hist_top_categories", "array<string>", "group_sequence", "item_top_category"
-    ),
-    SampleField("dt", "string", "partition"),
-)
-
-
-def sample_fields(role: str) -> tuple[SampleField, ...]:
-    return tuple(f for f in SAMPLE_FIELDS if f.role == role)
 
 
 def _ddl(fields) -> str:

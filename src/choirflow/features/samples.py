@@ -28,8 +28,8 @@ from choirflow.features.sequences import (
     previous_state,
     sequences_for_day,
 )
+from choirflow.fields import SAMPLE_FIELDS, sample_fields
 from choirflow.groups.codes import code_prefix
-from choirflow.tables import SAMPLE_FIELDS, sample_fields
 
 PRICE_BUCKET_EDGES = [5, 10, 20, 40, 80, 160]
 
@@ -127,7 +127,7 @@ def build_samples(spark: SparkSession, settings: Settings, dt: str) -> tuple[Dat
     declared = {f.name for f in SAMPLE_FIELDS}
     if set(out.columns) != declared:  # the registry and this select must agree
         raise ValueError(
-            f"gold.samples columns differ from tables.SAMPLE_FIELDS: "
+            f"gold.samples columns differ from fields.SAMPLE_FIELDS: "
             f"{sorted(set(out.columns) ^ declared)}"
         )
     return out, next_state(prev, changed)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from choirflow.fields import DENSE_FIELDS, GROUP_FIELDS
 from choirflow.models.layers import (
     Batch,
     FeatureEmbedding,
@@ -29,7 +30,6 @@ from choirflow.models.layers import (
     mlp,
     sequence_mask,
 )
-from choirflow.train.data import DENSE_FIELDS, GROUP_FIELDS
 
 _GROUP_COLUMNS = list(GROUP_FIELDS)
 # The hierarchical codes (coarse to fine) and the voted attributes (sharing the user's tables).

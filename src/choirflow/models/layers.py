@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from choirflow.train.data import CATEGORICAL_FIELDS, SEQUENCE_FIELDS
+from choirflow.fields import CATEGORICAL_FIELDS, SEQUENCE_FIELDS
 
 Batch = dict[str, torch.Tensor]
 # The fields that make an item token ([item id | category | projected vector]).

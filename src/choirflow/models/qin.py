@@ -83,4 +83,6 @@ class QIN(nn.Module):
 
 
 def build(vocab_sizes: dict[str, int], item_vectors=None, **params) -> nn.Module:
+    if "rows" in params:  # checkpoints saved before `rows` was named `quadratic_rows`
+        params["quadratic_rows"] = params.pop("rows")
     return QIN(vocab_sizes, item_vectors, **params)

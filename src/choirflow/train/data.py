@@ -12,25 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from choirflow.tables import sample_fields
+from choirflow.fields import (
+    CATEGORICAL_FIELDS,
+    DENSE_FIELDS,
+    GROUP_FIELDS,
+    GROUP_SEQUENCE_FIELDS,
+    SEQUENCE_FIELDS,
+)
 
 # Reserved indices of every vocabulary: 0 pads a sequence or marks a missing value, 1 is a
 # value not seen in training; a vocabulary's own values start at FIRST_VALUE.
 PAD, OOV = 0, 1
 FIRST_VALUE = 2
 
-# Every list below derives from gold.samples' declaration (tables.SAMPLE_FIELDS).
-CATEGORICAL_FIELDS: tuple[str, ...] = tuple(f.name for f in sample_fields("categorical"))
-# Sequence field -> the target field whose vocabulary (and embedding table) it shares.
-SEQUENCE_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("sequence")}
-# ChoirRec's group channel (silver.user_groups + silver.group_priors, as of the day before):
-# hierarchical codes with their own vocabularies, voted attributes sharing the user's.
-GROUP_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("group")}
-GROUP_SEQUENCE_FIELDS: dict[str, str] = {f.name: f.table for f in sample_fields("group_sequence")}
 # The default of settings.groups.group_seq_len; encode() takes the setting.
 GROUP_SEQ_LEN = 20
-# Activity counts known before the sample, log1p-scaled: the reliability inputs of ChoirRec.
-DENSE_FIELDS: tuple[str, ...] = tuple(f.name for f in sample_fields("dense"))
 SAMPLE_COLUMNS = [
     *CATEGORICAL_FIELDS,
     *SEQUENCE_FIELDS,
