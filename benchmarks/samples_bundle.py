@@ -106,7 +106,8 @@ def export(warehouse: str, raw: str, day: str, out: str, train_days: int = 7) ->
     from choirflow.config import load_settings
     from choirflow.dates import days_before
     from choirflow.spark import get_spark
-    from choirflow.train.data import Vocabulary, encode
+    from choirflow.train.data import Vocabulary
+    from choirflow.train.fit import encode_for
     from choirflow.train.inputs import load_item_vectors, load_samples
 
     settings = load_settings()
@@ -115,12 +116,11 @@ def export(warehouse: str, raw: str, day: str, out: str, train_days: int = 7) ->
     train_frame, version = load_samples(spark, settings, window)
     eval_frame, _ = load_samples(spark, settings, [day])
     vocab = Vocabulary.fit(train_frame)
-    max_len = settings.features.max_seq_len
     last = train_frame["dt"] == train_frame["dt"].max()
     arrays = {
-        **_flatten("train", encode(train_frame[~last], vocab, max_len)),
-        **_flatten("valid", encode(train_frame[last], vocab, max_len)),
-        **_flatten("eval", encode(eval_frame, vocab, max_len)),
+        **_flatten("train", encode_for(train_frame[~last], vocab, settings)),
+        **_flatten("valid", encode_for(train_frame[last], vocab, settings)),
+        **_flatten("eval", encode_for(eval_frame, vocab, settings)),
     }
     vectors, _ = load_item_vectors(spark, settings, vocab)
     if vectors is not None:

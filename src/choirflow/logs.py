@@ -37,3 +37,4 @@ def configure(level: int = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
+    root.propagate = False  # an Airflow task would print each line twice otherwise

@@ -54,7 +54,8 @@ def run_day(dt: str, settings: Settings | None = None, train: bool = True) -> di
     """Every daily step of one day in this process; `train=False` stops after the gold gate
     (a warm-up day whose model nobody would look at)."""
     settings = settings or load_settings()
-    steps = tuple(s for s in DAILY_STEPS if train or s.kind == "data")
+    kinds = ("data", "model") if train else ("data",)
+    steps = tuple(s for s in DAILY_STEPS if s.kind in kinds)
     done, seconds = run_steps(dt, settings, steps)
     step_log(__name__, "day", dt).info(" ".join(f"{name}={s}s" for name, s in seconds.items()))
     return {"dt": dt, **done, "step_seconds": seconds}

@@ -32,7 +32,8 @@ class Step:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     after: tuple[str, ...] = ()
-    # "data" steps build and check tables; "model" steps train, promote and report.
+    # "data" steps build and check tables; "model" steps train, promote and report;
+    # "airflow" steps exist only in the DAG (Asset events), in-process runs skip them.
     kind: str = "data"
     doc: str = ""
 
@@ -259,7 +260,7 @@ DAILY_STEPS: tuple[Step, ...] = (
     ),
     Step(
         "publish_assets", publish_assets, reads=tuple(t.full_name for t in tables.ALL_TABLES),
-        writes=(), after=("report",), kind="model",
+        writes=(), after=("report",), kind="airflow",
         doc="one Airflow Asset event per table with its Delta version and row count",
     ),
 )  # fmt: skip
@@ -278,7 +279,7 @@ QUALITY_STEPS: tuple[Step, ...] = (
 
 STEPS_BY_NAME = {step.name: step for step in (*DAILY_STEPS, *QUALITY_STEPS)}
 DATA_STEPS = tuple(s.name for s in DAILY_STEPS if s.kind == "data")
-# The steps a spark-submit features job may run (jobs/features.py), in order.
+# The feature steps (behaviours to samples), in order: pipeline.build_features.
 FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "user_groups", "samples")
 GATES = ("bronze_quality_gate", "gold_quality_gate")
 

@@ -167,8 +167,10 @@ def _roles(data: ReportData) -> dict[str, str]:
 
 
 def _overall(data: ReportData) -> pd.DataFrame:
-    overall = data.metrics[data.metrics["slice"] == "all"]
-    board = overall.pivot_table(index=["model", "model_version"], columns="metric", values="value")
+    overall = data.metrics[data.metrics["slice"] == "all"].fillna({"model_version": ""})
+    board = overall.pivot_table(
+        index=["model", "model_version"], columns="metric", values="value", dropna=False
+    )
     board = board.reset_index()
     board.columns.name = None
     return board
@@ -193,16 +195,16 @@ def leaderboard_section(data: ReportData) -> Section | None:
     roles = _roles(data)
     board.insert(1, "role", board["model"].map(roles))
     order = {"champion": 0, "challenger": 1, "compared": 2}
-    board = board.sort_values(["role", "gauc_impression_weighted"], key=lambda c: (
-        c.map(order) if c.name == "role" else -c
-    ))  # fmt: skip
+    by = ["role", *[c for c in ("gauc_impression_weighted",) if c in board]]
+    board = board.sort_values(by, key=lambda c: c.map(order) if c.name == "role" else -c)
     keep = ["model", "role", "model_version", *[c for c in METRIC_COLUMNS if c in board]]
     oracle = _oracle_auc(data)
     notes = [
         "Champion and challenger are scored on the same next-day rows. GAUC is "
         "impression-weighted (DIN/FuxiCTR); user-averaged AUC weights every user equally."
     ]
-    if "champion" not in roles.values():
+    first = not data.promotions.empty and data.promotions["champion_version"].isna().all()
+    if first:
         notes.append("No champion was scored on this day: the challenger is the first model.")
     if oracle is not None:
         notes.append(f"Oracle AUC on these rows (the synthetic world's true click probabilities):"
@@ -219,6 +221,8 @@ def buckets_section(data: ReportData) -> Section | None:
     if rows.empty:
         return None
     pivot = rows.pivot_table(index="slice", columns="model", values="value")
+    if pivot.empty:
+        return None
     order = [f"activity={b}" for b in ACTIVITY_BUCKETS]
     pivot = pivot.reindex([s for s in order if s in pivot.index])
     pivot.columns.name = None
@@ -235,7 +239,8 @@ def trend_section(data: ReportData) -> Section | None:
     if history.empty and data.samples_per_day.empty:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    days = sorted(set(history.get("dt", [])) | set(data.samples_per_day.get("dt", [])))
+    volumes = _volumes_per_day(data)
+    days = sorted(set(history.get("dt", [])) | set(volumes["dt"]))
     position = {d: i for i, d in enumerate(days)}
     overall = history[history["slice"] == "all"] if not history.empty else history
     shown = overall[overall["metric"].isin(["auc", "gauc_impression_weighted"])] if len(
@@ -255,7 +260,6 @@ def trend_section(data: ReportData) -> Section | None:
     top.set_ylabel("next-day AUC / GAUC")
     if top.lines:
         top.legend(fontsize=7, ncol=2)
-    volumes = _volumes_per_day(data)
     x = np.array([position[d] for d in volumes["dt"]])
     bottom.bar(x - 0.2, volumes["samples_rows"], width=0.4, label="gold.samples rows")
     bottom.bar(x + 0.2, volumes["quarantined_rows"], width=0.4, label="quarantined rows")
@@ -285,6 +289,8 @@ def training_section(data: ReportData) -> Section | None:
         return None
     fig, (loss_ax, valid_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, folder in data.models.items():
+        if not RunFiles(folder).curve.exists():
+            continue
         curve = json.loads(RunFiles(folder).curve.read_text())
         losses = pd.Series(curve["losses"]).rolling(10, min_periods=1).mean()
         loss_ax.plot(losses.to_numpy(), label=name)

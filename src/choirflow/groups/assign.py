@@ -221,22 +221,8 @@ def assign_groups(
     return stats
 
 
-def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.group_priors[dt]: per group at every level, voted attributes and the top
-    categories its members clicked and bought in the last 365 days (up to dt)."""
-    cfg = settings.groups
-    members = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
-    levels = members.select(F.max(F.size("codes"))).first()[0] or 0
-    member_groups = members.select(
-        "user_id",
-        F.explode(F.array(*[code_prefix("codes", lv) for lv in range(1, levels + 1)])).alias(
-            "group_id"
-        ),
-    )
-    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
-        "user_id", "age_band", "gender", "city_tier"
-    )
-    with_attrs = member_groups.join(users, "user_id", "left")
+def _voted_attributes(with_attrs: DataFrame) -> DataFrame:
+    """Per group: its members and each attribute's most common value (ties: the smallest)."""
     priors = with_attrs.groupBy("group_id").agg(F.countDistinct("user_id").alias("members"))
     for attr in ("age_band", "gender", "city_tier"):
         votes = (
@@ -253,6 +239,44 @@ def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
             .select("group_id", F.col(attr).alias(f"voted_{attr}"))
         )
         priors = priors.join(votes, "group_id", "left")
+    return priors
+
+
+def _group_sequence(behaviour: DataFrame, key: Column, length: int) -> DataFrame:
+    """Per group: its `length` strongest keys (purchases, then clicks), least strong first
+    and strongest last: the same right-aligned order as a behaviour history."""
+    return (
+        behaviour.groupBy("group_id", key.alias("key"))
+        .agg(F.sum("purchases").alias("p"), F.sum("clicks").alias("c"))
+        .withColumn(
+            "r",
+            F.row_number().over(
+                Window.partitionBy("group_id").orderBy(F.desc("p"), F.desc("c"), F.asc("key"))
+            ),
+        )
+        .where(F.col("r") <= length)
+        .groupBy("group_id")
+        .agg(F.array_sort(F.collect_list(F.struct(F.negative("r").alias("o"), "key"))).alias("s"))
+        .select("group_id", F.transform("s", lambda e: e["key"]).alias("seq"))
+    )
+
+
+def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
+    """silver.group_priors[dt]: per group at every level, voted attributes and the top
+    categories its members clicked and bought in the last 365 days (up to dt)."""
+    cfg = settings.groups
+    members = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
+    levels = members.select(F.max(F.size("codes"))).first()[0] or 0
+    member_groups = members.select(
+        "user_id",
+        F.explode(F.array(*[code_prefix("codes", lv) for lv in range(1, levels + 1)])).alias(
+            "group_id"
+        ),
+    )
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
+        "user_id", "age_band", "gender", "city_tier"
+    )
+    priors = _voted_attributes(member_groups.join(users, "user_id", "left"))
     behaviour = (
         tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
         .where((F.col("dt") > day_offset(dt, -365)) & (F.col("dt") <= dt))
@@ -262,23 +286,7 @@ def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
         ("group_hist_categories", F.col("category")),
         ("group_hist_top_categories", F.split("category", "/").getItem(0)),
     ):
-        top = (
-            behaviour.groupBy("group_id", key.alias("key"))
-            .agg(F.sum("purchases").alias("p"), F.sum("clicks").alias("c"))
-            .withColumn(
-                "r",
-                F.row_number().over(
-                    Window.partitionBy("group_id").orderBy(F.desc("p"), F.desc("c"), F.asc("key"))
-                ),
-            )
-            .where(F.col("r") <= cfg.group_seq_len)
-            # Least frequent first, strongest last: the same right-aligned order as a history.
-            .groupBy("group_id")
-            .agg(
-                F.array_sort(F.collect_list(F.struct(F.negative("r").alias("o"), "key"))).alias("s")
-            )
-            .select("group_id", F.transform("s", lambda e: e["key"]).alias(column))
-        )
+        top = _group_sequence(behaviour, key, cfg.group_seq_len).withColumnRenamed("seq", column)
         priors = priors.join(top, "group_id", "left")
     priors = priors.withColumn("dt", F.lit(dt))
     tables.replace_partition(priors, tables.SILVER_GROUP_PRIORS, settings, tables.partition(dt))
