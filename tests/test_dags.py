@@ -13,11 +13,17 @@ pytestmark = pytest.mark.airflow
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 
+def _bundle_dagbag(path: Path):
+    """The DAG folder parsed as Airflow's CLI, DAG processor and task runner parse it: as a
+    bundle whose folder is on sys.path (the DAG files import choirflow_dag_common)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(path), bundle_path=DAGS)
+
+
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
+    return _bundle_dagbag(DAGS)
 
 
 def test_no_import_errors(dagbag):
@@ -77,13 +83,12 @@ def test_training_queue_and_pool_come_from_the_environment(airflow_db, monkeypat
     """A deployment routes training to its GPU workers by environment (docker/compose.yaml's
     trainer listens on the queue the compose file sets): only the training task moves."""
     import yaml
-    from airflow.dag_processing.dagbag import DagBag
 
     compose = yaml.safe_load((DAGS.parent / "docker" / "compose.yaml").read_text())
     queue = compose["services"]["trainer"]["environment"]["CHOIRFLOW_TRAIN_QUEUE"]
     monkeypatch.setenv("CHOIRFLOW_TRAIN_QUEUE", queue)
     monkeypatch.setenv("CHOIRFLOW_TRAIN_POOL", "gpu_training")
-    dag = DagBag(dag_folder=str(DAGS / "choirflow_daily.py")).dags["choirflow_daily"]
+    dag = _bundle_dagbag(DAGS / "choirflow_daily.py").dags["choirflow_daily"]
     train = dag.get_task("train_and_evaluate")
     assert (train.queue, train.pool) == (queue, "gpu_training")
     others = {(t.queue, t.pool) for t in dag.tasks if t.task_id != "train_and_evaluate"}
@@ -98,12 +103,8 @@ def test_warehouse_writers_share_one_pool(dagbag):
 
     from choirflow.pools import WAREHOUSE_POOL, WAREHOUSE_POOL_SLOTS
 
-    sys.path.insert(0, str(DAGS))
-    try:
-        import choirflow_dag_common
-    finally:
-        sys.path.remove(str(DAGS))
-    assert choirflow_dag_common.WAREHOUSE_POOL == WAREHOUSE_POOL
+    common = sys.modules["choirflow_dag_common"]  # imported by the DAG files parsed above
+    assert common.WAREHOUSE_POOL == WAREHOUSE_POOL
 
     own_pool_or_no_table_writes = {"train_and_evaluate", "report", "publish_assets"}
     for dag_id in ("choirflow_daily", "choirflow_backfill", "choirflow_groups_refresh"):

@@ -1,6 +1,7 @@
 """Promotion rules, MLflow tracking and the registry, compare, and the HTML report in a real
 headless Chromium."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -124,9 +125,17 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     assert chromium, "Debian's chromium package is installed by `make setup`"
     path = Path(run_step("report", days[2], settings))
     page = path.read_text()
-    for section in ("Leaderboard", "GAUC by activity bucket", "Calibration", "Training curves",
-                    "Data volumes", "Promotion", "Data quality"):  # fmt: skip
-        assert section in page, section
+    for section in ("Champion and challenger", "GAUC by activity bucket", "Last 30 days",
+                    "Training curves", "Calibration", "Data volumes", "Promotion",
+                    "Data quality"):  # fmt: skip
+        assert f"<h2>{section}</h2>" in page, section
+    # Champion and challenger on the same rows; counts as integers; validation beside loss.
+    board = page.split('id="leaderboard"')[1].split("</section>")[0]
+    assert "<td>champion</td>" in board and "<td>challenger</td>" in board
+    assert re.search(r"<td>\d{1,3}(,\d{3})+</td>", board)  # n: an integer with separators
+    assert not re.search(r"<td>[1-9]\d*\.0000</td>", board)  # never 11219.0000
+    assert "AUC on the validation day" in page or "No validation day" in page
+    assert "nothing recorded" not in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
@@ -136,7 +145,7 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-images-ok="true"' in dom.stdout
     count = int(dom.stdout.split('data-image-count="')[1].split('"')[0])
-    assert count >= 4
+    assert count >= 5  # buckets, the 30-day trend, training, calibration, volumes
     shot = tmp_path / "report.png"
     subprocess.run(
         [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2000", path.as_uri()],
