@@ -126,7 +126,6 @@ def table_diff(
     table: str,
     key: Sequence[str],
     ignore: Sequence[str] = (),
-    limit: int = SHOWN_ROWS,
 ) -> TableDiff:
     """What differs between two versions of a table (Spark DataFrames or pandas frames) over
     their common columns minus `ignore` (run ids, timestamps of the write)."""
@@ -182,7 +181,7 @@ def assert_tables_equal(
     limit: int = SHOWN_ROWS,
 ) -> None:
     """Raise TablesDiffer naming the table, the key and the first differing rows."""
-    diff = table_diff(expected, actual, table=table, key=key, ignore=ignore, limit=limit)
+    diff = table_diff(expected, actual, table=table, key=key, ignore=ignore)
     if not diff.equal:
         raise TablesDiffer(diff.describe(limit))
 
