@@ -134,6 +134,9 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     assert "<td>champion</td>" in board and "<td>challenger</td>" in board
     assert re.search(r"<td>\d{1,3}(,\d{3})+</td>", board)  # n: an integer with separators
     assert not re.search(r"<td>[1-9]\d*\.0000</td>", board)  # never 11219.0000
+    rows = re.findall(r"<tr>(.*?)</tr>", board.split("<tbody>")[1], re.S)
+    assert rows and all(re.search(r"<td>0\.\d{4}</td>", row) for row in rows), board
+    assert "NaN" not in re.sub(r'src="data:[^"]*"', "", page)  # images aside
     assert "AUC on the validation day" in page or "No validation day" in page
     assert "nothing recorded" not in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch

@@ -94,7 +94,7 @@ def _table(frame: pd.DataFrame, empty: str, floats: str = "{:.4f}") -> str:
             formatters[column] = lambda v: "" if pd.isna(v) else f"{int(v):,}"
         elif pd.api.types.is_float_dtype(values):
             formatters[column] = lambda v: "" if pd.isna(v) else floats.format(v)
-    return frame.to_html(index=False, escape=True, formatters=formatters, border=0)
+    return frame.to_html(index=False, escape=True, formatters=formatters, border=0, na_rep="")
 
 
 def _note(text: str) -> str:
@@ -168,10 +168,9 @@ def _roles(data: ReportData) -> dict[str, str]:
 
 def _overall(data: ReportData) -> pd.DataFrame:
     overall = data.metrics[data.metrics["slice"] == "all"].fillna({"model_version": ""})
-    board = overall.pivot_table(
-        index=["model", "model_version"], columns="metric", values="value", dropna=False
-    )
-    board = board.reset_index()
+    # One row per (model, version) that has metrics; a null metric stays null.
+    keys = ["model", "model_version", "metric"]
+    board = overall.groupby(keys)["value"].first().unstack("metric").reset_index()
     board.columns.name = None
     return board
 
