@@ -278,10 +278,8 @@ QUALITY_STEPS: tuple[Step, ...] = (
 )  # fmt: skip
 
 STEPS_BY_NAME = {step.name: step for step in (*DAILY_STEPS, *QUALITY_STEPS)}
-DATA_STEPS = tuple(s.name for s in DAILY_STEPS if s.kind == "data")
 # The feature steps (behaviours to samples), in order: pipeline.build_features.
 FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "user_groups", "samples")
-GATES = ("bronze_quality_gate", "gold_quality_gate")
 
 
 def step(name: str) -> Step:

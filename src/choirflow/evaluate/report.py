@@ -31,13 +31,13 @@ from choirflow import tables  # noqa: E402
 from choirflow.buckets import ACTIVITY_BUCKETS  # noqa: E402
 from choirflow.config import Settings  # noqa: E402
 from choirflow.dates import day_offset  # noqa: E402
+from choirflow.evaluate.champion import CHAMPION_METRICS  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
 from choirflow.quality.gate import data_docs_dir  # noqa: E402
 from choirflow.train.artifacts import RunFiles  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TREND_DAYS = 30
-CHAMPION_PREFIX = "champion"  # gold.metrics rows of the champion (evaluate.champion)
 METRIC_COLUMNS = ("auc", "gauc_impression_weighted", "user_averaged_auc", "logloss", "n",
                   "positive_rate")  # fmt: skip
 
@@ -159,7 +159,7 @@ def _roles(data: ReportData) -> dict[str, str]:
     challengers = set(data.promotions["challenger_model"]) if not data.promotions.empty else set()
     roles = {}
     for model in sorted(set(data.metrics.get("model", []))):
-        if model.startswith(CHAMPION_PREFIX):
+        if model.startswith(CHAMPION_METRICS):
             roles[model] = "champion"
         else:
             roles[model] = "challenger" if model in challengers else "compared"

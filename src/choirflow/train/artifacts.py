@@ -14,8 +14,6 @@ CHECKPOINT = "model.pt"
 EVAL_PREDICTIONS = "eval_predictions.parquet"
 TRAINING_CURVE = "training_curve.json"
 TRAIN_STATE = "train_state"
-# The columns of EVAL_PREDICTIONS: one row per evaluation sample.
-PREDICTION_COLUMNS = ("user_id", "activity_bucket", "click", "score", "event_id")
 
 
 @dataclass(frozen=True)
