@@ -1,7 +1,8 @@
 """Oracle test for the temporal counts: rolling user activity, item popularity levels and the
 user x top-category rate levels, recomputed in plain pandas from the raw events and checked
 against the Spark jobs on random days with gaps (days without events), keys that fall out of
-the windows and an item that changes category."""
+the windows and an item that changes category. The jobs run as range steps, in two chunks
+(the second carried from the first), as a backfill would."""
 
 from datetime import date, timedelta
 
@@ -15,6 +16,8 @@ pytestmark = pytest.mark.spark
 
 ITEM_SHARES = [0.6, 0.12, 0.1, 0.08, 0.05, 0.03, 0.015, 0.004, 0.001]
 DAYS = [str(date(2026, 10, 1) + timedelta(days=d)) for d in range(0, 40, 3)]  # with gaps
+# Two chunks; the second starts on a day without events.
+CHUNKS = [(DAYS[0], DAYS[6]), (str(date.fromisoformat(DAYS[6]) + timedelta(days=1)), DAYS[-1])]
 KEY = ["user_id", "top_category"]
 
 
@@ -52,6 +55,39 @@ ITEM_HISTORY = pd.DataFrame(
         "dt": [DAYS[0]] * 8 + [DAYS[6]],
     }
 )
+
+
+# User deliveries: u0-u9 on the first day, u3's age band changes on DAYS[8], u10 arrives on
+# DAYS[5]; u11 is active but never delivered.
+USER_HISTORY = pd.DataFrame(
+    {
+        "user_id": [f"u{i}" for i in range(10)] + ["u3", "u10"],
+        "age_band": ["25-34"] * 10 + ["35-44", "18-24"],
+        "gender": ["f", "m"] * 5 + ["m", "f"],
+        "city_tier": ["1"] * 12,
+        "signup_date": pd.to_datetime(["2026-01-01"] * 12).date,
+        "updated_at": pd.to_datetime(["2026-09-01"] * 10 + [DAYS[8], DAYS[5]]),
+        "dt": [DAYS[0]] * 10 + [DAYS[8], DAYS[5]],
+    }
+)
+
+
+def oracle_user_features(events: pd.DataFrame, day: str) -> pd.DataFrame:
+    """silver.user_features of one day, slowly: attributes as of the day, window counts."""
+    known = USER_HISTORY[USER_HISTORY.dt <= day].sort_values("dt").groupby("user_id").last()
+    rows = {}
+    active = set(events[(events.dt <= day) & (events.dt > str(
+        date.fromisoformat(day) - timedelta(days=365)))].user_id)  # fmt: skip
+    for user in sorted(set(known.index) | active):
+        row = {"age_band": known.age_band.get(user)}
+        for w in (7, 30, 365):
+            for kind in ("click", "impression", "conversion"):
+                counts = oracle_window_sum(events, "user_id", kind, day, w)
+                row[f"{kind}s_{w}d"] = int(counts.get(user, 0))
+        rows[user] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "user_id"
+    return out.reset_index()
 
 
 def oracle_top_category(item_id: str, day: str) -> str:
@@ -97,6 +133,7 @@ def activity(spark, settings, tmp_path_factory):
         build_daily_activity,
         build_user_category_exposure,
         build_user_category_state,
+        build_user_features,
     )
 
     local = settings.model_copy(
@@ -112,11 +149,13 @@ def activity(spark, settings, tmp_path_factory):
     spark.createDataFrame(ITEM_HISTORY).write.format("delta").partitionBy("dt").save(
         tables.BRONZE_ITEM_HISTORY.path(local)
     )
-    for dt in DAYS:
-        build_daily_activity(spark, local, dt)
-        build_user_category_exposure(spark, local, dt)
-        # The days with events only: each state is carried from the one three days before it.
-        build_user_category_state(spark, local, dt)
+    users = spark.createDataFrame(USER_HISTORY)
+    users.write.format("delta").partitionBy("dt").save(tables.BRONZE_USER_HISTORY.path(local))
+    for start, end in CHUNKS:
+        build_daily_activity(spark, local, start, end)
+        build_user_category_exposure(spark, local, start, end)
+        build_user_category_state(spark, local, start, end)
+        build_user_features(spark, local, start, end)
     return local, events
 
 
@@ -139,6 +178,21 @@ def test_rolling_user_counts_match_the_oracle(spark, activity, last_day):
         assert mine.to_dict() == expected.reindex(mine.index, fill_value=0).to_dict(), column
     assert got["clicks_7d"].le(got["clicks_30d"]).all()
     assert got["clicks_7d"].max() > 0
+
+
+@pytest.mark.parametrize("day", [DAYS[0], "2026-10-08", DAYS[8], CHUNKS[1][0], DAYS[-1]])
+def test_user_features_of_every_day_match_the_oracle(spark, activity, day):
+    """Range-built days (a gap day, the first day of a chunk, a day with a user's attribute
+    change) equal the slow per-day recomputation, row for row."""
+    from pyspark.sql import functions as F
+
+    from choirflow import tables
+
+    local, events = activity
+    got = tables.read(spark, tables.SILVER_USER_FEATURES, local).where(F.col("dt") == day)
+    expected = oracle_user_features(events, day)
+    assert_tables_equal(expected, got.toPandas()[expected.columns],
+                        table=f"silver.user_features[{day}]", key=["user_id"])  # fmt: skip
 
 
 @pytest.mark.parametrize("dt", [DAYS[10], DAYS[-1]])
@@ -196,9 +250,11 @@ def oracle_window_exposure(events: pd.DataFrame, last_day: str) -> pd.DataFrame:
 
 
 def test_carried_user_category_state_matches_the_oracle(spark, activity):
-    """Each kept day's state, carried from the one three days before it (plus the days that
-    entered the window, minus those that left), equals the window's sums from scratch."""
+    """Each kept day's state (every day of the second chunk, carried from the first chunk's
+    last state, plus the days that entered the window, minus those that left) equals the
+    window's sums from scratch."""
     from choirflow import tables
+    from choirflow.dates import day_offset, days_between
     from choirflow.features.activity import build_user_category_state
 
     local, events = activity
@@ -211,15 +267,18 @@ def test_carried_user_category_state_matches_the_oracle(spark, activity):
         }
 
     kept = kept_states()
-    assert sorted(kept) == DAYS[-3:]  # retention dropped the older days
+    # Retention (7 days before the last) dropped the older days, the gap days included.
+    retained = days_between(day_offset(DAYS[-1], -local.features.state_retention_days), DAYS[-1])
+    assert sorted(kept) == retained
     for day, got in kept.items():
         expected = oracle_window_exposure(events, day).reset_index()
         assert_tables_equal(expected, got.reset_index()[expected.columns],
                             table=f"silver.user_category_state[{day}]", key=KEY)  # fmt: skip
-    # Rerunning an earlier day drops the states carried from its old sums.
+    # Rerunning an earlier day drops the states carried from its old sums; running the days
+    # after it again (one range) brings every state back as it was.
     build_user_category_state(spark, local, DAYS[-2])
-    assert sorted(kept_states()) == DAYS[-3:-1]
-    build_user_category_state(spark, local, DAYS[-1])
+    assert sorted(kept_states()) == [d for d in retained if d <= DAYS[-2]]
+    build_user_category_state(spark, local, day_offset(DAYS[-2], 1), DAYS[-1])
     assert {day: got.to_dict() for day, got in kept_states().items()} == {
         day: got.to_dict() for day, got in kept.items()
     }

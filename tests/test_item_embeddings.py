@@ -1,5 +1,7 @@
 """silver.item_embeddings on the tiny world: real MiniLM, stored projection, only new items."""
 
+from datetime import datetime
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
@@ -63,3 +65,56 @@ def test_a_changed_item_is_re_embedded_and_the_projection_kept(built, spark, set
     other = before.index[1]
     np.testing.assert_allclose(before.loc[other, "embedding"], after.loc[other, "embedding"])
     assert tables.version(spark, tables.SILVER_ITEM_PROJECTIONS, settings) == proj_version
+
+
+def _catalogue_deliveries() -> list[dict]:
+    """i1 changes on day 2 and changes back on day 4, i3 changes on day 1, i2 is new on
+    day 3, i0 never changes."""
+    days = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05"]
+    rows = [("i0", "A walnut desk", 0), ("i1", "A brass lamp", 0), ("i3", "A wool rug", 0),
+            ("i3", "A wool rug, large", 1), ("i1", "A brass lamp, dimmable", 2),
+            ("i2", "A steel kettle", 3), ("i1", "A brass lamp", 4)]  # fmt: skip
+    return [
+        {"item_id": item, "title": title, "category_path": "home/living", "tags": ["home"],
+         "brand": "b", "price": 10.0, "image_vector": None,
+         "updated_at": datetime.fromisoformat(f"{days[day]}T06:00:00"), "dt": days[day],
+         "run_id": "r"}
+        for item, title, day in rows
+    ]  # fmt: skip
+
+
+def test_a_range_embeds_each_item_once_and_stores_what_daily_runs_store(spark, settings, tmp_path):
+    from choirflow.compare import assert_tables_equal
+    from choirflow.dates import days_between
+
+    def warehouse(name: str):
+        local = settings.model_copy(
+            update={"paths": settings.paths.model_copy(update={"warehouse": str(tmp_path / name)})}
+        )
+        history = tables.BRONZE_ITEM_HISTORY.frame(spark, _catalogue_deliveries())
+        history.write.format("delta").partitionBy("dt").save(tables.BRONZE_ITEM_HISTORY.path(local))
+        return local
+
+    days = days_between("2026-10-01", "2026-10-05")
+    daily, ranged = warehouse("daily"), warehouse("range")
+    by_day = sum(build_item_embeddings(spark, daily, d)["embedded"] for d in days)
+    # Day 1 alone (the projection is fitted on its items), then i1, i3 and i2 once each.
+    assert build_item_embeddings(spark, ranged, days[0], days[-1]) == {"embedded": 6}
+    assert by_day == 7  # i1 twice
+    expected, got = (
+        tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, s).toPandas() for s in (daily, ranged)
+    )
+    columns = ["item_id", "content_hash", "updated_dt", "has_image", "encoder_version"]
+    assert_tables_equal(expected[columns], got[columns], table="silver.item_embeddings",
+                        key=["item_id"])  # fmt: skip
+    assert dict(zip(got.item_id, got.updated_dt, strict=True)) == {
+        "i0": days[0], "i1": days[4], "i2": days[3], "i3": days[1],
+    }  # fmt: skip
+    pairs = expected.merge(got, on="item_id", suffixes=("_daily", "_range"))
+    np.testing.assert_allclose(
+        np.stack(pairs.embedding_daily), np.stack(pairs.embedding_range), atol=1e-5
+    )
+    # A second run of the range embeds nothing and commits nothing.
+    version = tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, ranged)
+    assert build_item_embeddings(spark, ranged, days[0], days[-1]) == {"embedded": 0}
+    assert tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, ranged) == version

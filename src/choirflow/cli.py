@@ -85,8 +85,8 @@ def backfill(
         str, typer.Option(help="steps to rebuild, comma-separated: ingest,features,train")
     ] = "ingest,features",
 ) -> None:
-    """Rebuild a date range in date order, gates included (idempotent: each day replaces its
-    partitions)."""
+    """Rebuild a date range in chunks of backfill.chunk_days, gates included (idempotent:
+    each step replaces the partitions of its days)."""
     from choirflow import pipeline
 
     steps = tuple(s.strip() for s in tables.split(",") if s.strip())
@@ -94,13 +94,23 @@ def backfill(
 
 
 def _echo_days(results: list[dict]) -> None:
-    """One line per day: its seconds, samples built and the challenger's AUC when trained."""
+    """One line per day or chunk: its seconds, samples built and the challenger's AUC."""
     for day in results:
-        samples = (day.get("samples") or {}).get("gold.samples")
+        samples = _samples_built(day.get("samples"))
         trained = day.get("train_and_evaluate") or {}
         auc = f" next-day AUC {trained['auc']:.4f}" if trained.get("status") == "trained" else ""
         built = f" {samples} samples" if samples is not None else ""
-        typer.echo(f"{day.get('dt', '')} {day['seconds']}s{built}{auc}")
+        when = day.get("dt") or f"{day.get('start')}..{day.get('end')}"
+        typer.echo(f"{when} {day['seconds']}s{built}{auc}")
+
+
+def _samples_built(result: dict | None) -> int | None:
+    """gold.samples rows of a day's samples step, or summed over a chunk's days."""
+    if not result:
+        return None
+    if "gold.samples" in result:
+        return result["gold.samples"]
+    return sum(day.get("gold.samples", 0) for day in result.values())
 
 
 @app.command()

@@ -58,6 +58,11 @@ class FeatureSettings(_Section):
     activity_mid_max: int = Field(19, ge=0)
 
 
+class BackfillSettings(_Section):
+    # Days a range step computes in one pass (one Spark job, one Delta commit per table).
+    chunk_days: int = Field(30, ge=1, le=365)
+
+
 class TrainSettings(_Section):
     model: str = "din"
     # ctr: click on every impression; cvr: conversion on clicked impressions (post-click).
@@ -132,6 +137,7 @@ class Settings(_Section):
     paths: PathSettings = Field(default_factory=PathSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)

@@ -25,3 +25,11 @@ def days_between(start: str, end: str) -> list[str]:
 def days_before(dt: str, days: int) -> list[str]:
     """The `days` days that end the day before dt, oldest first (a training window)."""
     return [day_offset(dt, -i) for i in range(days, 0, -1)]
+
+
+def chunks(start: str, end: str, size: int) -> list[tuple[str, str]]:
+    """[start, end] cut into consecutive (first, last) ranges of at most `size` days."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1 day, not {size}")
+    days = days_between(start, end)
+    return [(part[0], part[-1]) for part in (days[i : i + size] for i in range(0, len(days), size))]

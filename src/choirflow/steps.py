@@ -5,6 +5,12 @@ spark-submit jobs all follow `DAILY_STEPS` (tests compare the DAG with it). A st
 its Airflow task id; `after` names the steps it waits for. Each step is a function of one
 day: `Step.run(dt, settings, done)`, where `done` holds the results of the steps before it
 (promotion needs the day's challenger).
+
+A `ranged` step computes a range of days in one pass: its run takes (start, end) and writes
+every day's partitions in one commit, so a backfill chunk pays the step's fixed cost once;
+its daily run is the range of one day (one code path). Other steps run day by day inside a
+range. Steps only read what earlier steps (or their own earlier days) wrote, so a range may
+run step by step, each over the whole range, and build what day-by-day runs build.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.dates import days_between
 from choirflow.logs import step_log
 from choirflow.spark import get_spark
 
@@ -36,6 +43,19 @@ class Step:
     # "airflow" steps exist only in the DAG (Asset events), in-process runs skip them.
     kind: str = "data"
     doc: str = ""
+    ranged: bool = False  # run takes (start, end) instead of one day
+
+    def for_days(self, spark: SparkSession, settings: Settings, start: str, end: str,
+                 done: Done) -> Any:  # fmt: skip
+        """The step over [start, end]: in one pass when ranged, else day by day."""
+        if self.ranged:
+            return self.run(spark, settings, start, end, done)
+        return {dt: self.run(spark, settings, dt, done) for dt in days_between(start, end)}
+
+    def for_day(self, spark: SparkSession, settings: Settings, dt: str, done: Done) -> Any:
+        if self.ranged:
+            return self.run(spark, settings, dt, dt, done)
+        return self.run(spark, settings, dt, done)
 
 
 # ---- data steps -------------------------------------------------------------------------
@@ -53,7 +73,9 @@ def bronze_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: 
     return bronze_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
 
 
-def behaviors(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
+def behaviors(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict[str, int]:
     from choirflow.features.activity import (
         build_daily_activity,
         build_user_category_exposure,
@@ -62,24 +84,29 @@ def behaviors(spark: SparkSession, settings: Settings, dt: str, done: Done) -> d
     from choirflow.features.samples import build_behaviors
     from choirflow.groups.inputs import build_user_category_daily
 
-    out = {"silver.behaviors": build_behaviors(spark, settings, dt)}
-    build_daily_activity(spark, settings, dt)
-    out["silver.user_category_exposure"] = build_user_category_exposure(spark, settings, dt)
-    out["silver.user_category_state"] = build_user_category_state(spark, settings, dt)
-    out["silver.user_category_daily"] = build_user_category_daily(spark, settings, dt)
+    out = {"silver.behaviors": build_behaviors(spark, settings, start, end)}
+    build_daily_activity(spark, settings, start, end)
+    out["silver.user_category_exposure"] = build_user_category_exposure(spark, settings, start, end)
+    out["silver.user_category_state"] = build_user_category_state(spark, settings, start, end)
+    out["silver.user_category_daily"] = build_user_category_daily(spark, settings, start, end)
     return out
 
 
-def item_embeddings(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+def item_embeddings(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict:
     from choirflow.features.item_embeddings import build_item_embeddings
 
-    return {"silver.item_embeddings": build_item_embeddings(spark, settings, dt)["embedded"]}
+    embedded = build_item_embeddings(spark, settings, start, end)["embedded"]
+    return {"silver.item_embeddings": embedded}
 
 
-def user_features(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+def user_features(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict:
     from choirflow.features.activity import build_user_features
 
-    build_user_features(spark, settings, dt)
+    build_user_features(spark, settings, start, end)
     return {}
 
 
@@ -202,7 +229,7 @@ DAILY_STEPS: tuple[Step, ...] = (
         writes=("silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
                 "silver.user_category_exposure", "silver.user_category_state",
                 "silver.user_category_daily"),
-        after=("bronze_quality_gate",),
+        after=("bronze_quality_gate",), ranged=True,
         doc="clicks and conversions, per-day counts, the user x category sums",
     ),
     Step(
@@ -210,12 +237,12 @@ DAILY_STEPS: tuple[Step, ...] = (
         reads=("bronze.item_history", "silver.item_embeddings",
                "silver.item_embedding_projections"),
         writes=("silver.item_embeddings", "silver.item_embedding_projections"),
-        after=("behaviors",), doc="frozen multimodal vectors of new or changed items",
+        after=("behaviors",), ranged=True, doc="frozen multimodal vectors of new or changed items",
     ),
     Step(
         "user_features", user_features,
         reads=("silver.user_daily_activity", "bronze.user_history"),
-        writes=("silver.user_features",), after=("behaviors",),
+        writes=("silver.user_features",), after=("behaviors",), ranged=True,
         doc="attributes, 7/30/365-day activity and the activity bucket",
     ),
     Step(
@@ -292,7 +319,7 @@ def step(name: str) -> Step:
 def timed_run(step_: Step, spark: SparkSession, settings: Settings, dt: str, done: Done) -> Any:
     """Run a step and log how long it took: `[<step> dt=<day>] done in 12.3s`."""
     t0 = time.perf_counter()
-    result = step_.run(spark, settings, dt, done)
+    result = step_.for_day(spark, settings, dt, done)
     step_log(__name__, step_.name, dt).info("done in %.1fs", time.perf_counter() - t0)
     return result
 

@@ -344,6 +344,37 @@ def read_as_of(
     )
 
 
+def read_as_of_days(
+    spark: SparkSession,
+    table: Table,
+    settings: Settings,
+    start: str,
+    end: str,
+    newest_by: tuple[str, ...] = ("updated_at",),
+) -> DataFrame:
+    """read_as_of for every day of [start, end] at once, the day in column `as_of`: what a
+    range step joins on (key, dt = as_of). Rows delivered before start enter as the one row
+    each key had at start, so the expansion is (keys + deliveries in the range) x days."""
+    key = [k for k in table.keys if k != "dt"]
+    base = read_as_of(spark, table, settings, start, newest_by)
+    later = read(spark, table, settings).where((F.col("dt") > start) & (F.col("dt") <= end))
+    days = day_frame(spark, start, end).withColumnRenamed("day", "as_of")
+    spread = base.unionByName(later).join(F.broadcast(days), F.col("dt") <= F.col("as_of"))
+    newest = Window.partitionBy(*key, "as_of").orderBy(*[F.desc(c) for c in (*newest_by, "dt")])
+    return (
+        spread.withColumn("_newest", F.row_number().over(newest))
+        .where("_newest = 1")
+        .drop("_newest")
+    )
+
+
+def day_frame(spark: SparkSession, start: str, end: str) -> DataFrame:
+    """One row per day of [start, end]: column `day`, an ISO string like `dt`."""
+    span = F.sequence(F.to_date(F.lit(start)), F.to_date(F.lit(end)))
+    days = spark.range(1).select(F.explode(span).alias("day"))
+    return days.select(F.date_format("day", "yyyy-MM-dd").alias("day"))
+
+
 def version(spark: SparkSession, table: Table, settings: Settings) -> int | None:
     """The table's current Delta version (for lineage), or None when it does not exist."""
     if not exists(spark, table, settings):
@@ -366,6 +397,11 @@ def partition(dt: str, **equal: str) -> Column:
     for column, value in equal.items():
         condition = condition & (F.col(column) == F.lit(value))
     return condition
+
+
+def day_range(start: str, end: str) -> Column:
+    """`dt BETWEEN start AND end`: the partitions one chunk of a range step owns."""
+    return (F.col("dt") >= F.lit(start)) & (F.col("dt") <= F.lit(end))
 
 
 def replace_partition(df: DataFrame, table: Table, settings: Settings, condition: Column) -> None:

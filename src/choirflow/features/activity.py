@@ -24,18 +24,23 @@ def _count(event_type: str) -> Column:
     return F.sum(F.when(F.col("event_type") == event_type, 1).otherwise(0)).cast("long")
 
 
-def build_daily_activity(spark: SparkSession, settings: Settings, dt: str) -> None:
-    """Impressions, clicks and conversions per user and per item that arrived on dt."""
-    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
+def build_daily_activity(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> None:
+    """Impressions, clicks and conversions per user and per item that arrived on each day of
+    [start, end] (a daily run: one day)."""
+    end = end or start
+    days = tables.day_range(start, end)
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(days)
     counts = [
         _count("impression").alias("impressions"),
         _count("click").alias("clicks"),
         _count("conversion").alias("conversions"),
     ]
-    users = events.groupBy("user_id").agg(*counts).withColumn("dt", F.lit(dt))
-    items = events.groupBy("item_id").agg(*counts).withColumn("dt", F.lit(dt))
-    tables.replace_partition(users, tables.SILVER_USER_DAILY, settings, tables.partition(dt))
-    tables.replace_partition(items, tables.SILVER_ITEM_DAILY, settings, tables.partition(dt))
+    users = events.groupBy("user_id", "dt").agg(*counts)
+    items = events.groupBy("item_id", "dt").agg(*counts)
+    tables.replace_partition(users, tables.SILVER_USER_DAILY, settings, days)
+    tables.replace_partition(items, tables.SILVER_ITEM_DAILY, settings, days)
 
 
 def rolling_sums(
@@ -64,23 +69,72 @@ def activity_bucket(clicks: Column, settings: Settings) -> Column:
     return activity_bucket_column(clicks, f.activity_low_max, f.activity_mid_max)
 
 
-def build_user_features(spark: SparkSession, settings: Settings, dt: str) -> None:
-    """silver.user_features[dt]: attributes + activity over 7/30/365 days ending with dt."""
+def build_user_features(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> None:
+    """silver.user_features of each day d of [start, end]: attributes as of d, activity over
+    the 7/30/365 days ending with d, for every user known on d or active in the year to d."""
+    end = end or start
     daily = tables.read(spark, tables.SILVER_USER_DAILY, settings)
-    counts = rolling_sums(
-        daily, "user_id", dt, USER_WINDOWS, ("clicks", "impressions", "conversions")
+    counts = rolling_sums_by_day(
+        spark, daily, "user_id", start, end, USER_WINDOWS, ("clicks", "impressions", "conversions")
     )
-    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
-        "user_id", "age_band", "gender", "city_tier", "signup_date"
-    )
-    count_cols = [c for c in counts.columns if c != "user_id"]
+    users = tables.read_as_of_days(
+        spark, tables.BRONZE_USER_HISTORY, settings, start, end
+    ).select("user_id", F.col("as_of").alias("dt"), "age_band", "gender", "city_tier",
+             "signup_date")  # fmt: skip
+    count_cols = [c for c in counts.columns if c not in ("user_id", "dt")]
     features = (
-        users.join(counts, "user_id", "full")
+        users.join(counts, ["user_id", "dt"], "full")
         .fillna(0, subset=count_cols)
         .withColumn("activity_bucket", activity_bucket(F.col("clicks_30d"), settings))
-        .withColumn("dt", F.lit(dt))
     )
-    tables.replace_partition(features, tables.SILVER_USER_FEATURES, settings, tables.partition(dt))
+    days = tables.day_range(start, end)
+    tables.replace_partition(features, tables.SILVER_USER_FEATURES, settings, days)
+
+
+def rolling_sums_by_day(
+    spark: SparkSession,
+    daily: DataFrame,
+    key: str,
+    start: str,
+    end: str,
+    windows: tuple[int, ...],
+    columns: tuple[str, ...],
+) -> DataFrame:
+    """key, dt, <column>_<w>d: rolling_sums for every day dt of [start, end] at once, one row
+    per key and day on which the key has a row inside its longest window.
+
+    The day rows (zero counts) are put beside the activity rows and each window is a range
+    frame over the key's rows ordered by day number: one sort per key, whatever the windows."""
+    longest = max(windows)
+    n = F.datediff(F.to_date("dt"), F.lit("1970-01-01").cast("date"))
+    scoped = daily.where(
+        (F.col("dt") >= day_offset(start, -(longest - 1))) & (F.col("dt") <= end)
+    ).select(key, "dt", *columns)
+    # The days a key is inside its longest window: from its last row before start, and from
+    # its first row in the range (every later day of a range shorter than the window).
+    before = scoped.where(F.col("dt") < start).groupBy(key).agg(F.max("dt").alias("_last"))
+    inside = scoped.where(F.col("dt") >= start).groupBy(key).agg(F.min("dt").alias("_first"))
+    span = lambda lo, hi: F.explode(F.sequence(F.to_date(lo), F.to_date(hi)))  # noqa: E731
+    window_end = F.date_add(F.to_date("_last"), longest - 1)
+    from_before = before.where(window_end >= F.to_date(F.lit(start))).select(
+        key, span(F.lit(start), F.least(window_end, F.to_date(F.lit(end)))).alias("_d")
+    )
+    from_inside = inside.select(key, span(F.col("_first"), F.lit(end)).alias("_d"))
+    grid = (
+        from_before.unionByName(from_inside)
+        .select(key, F.date_format("_d", "yyyy-MM-dd").alias("dt"))
+        .distinct()
+        .select(key, "dt", *[F.lit(0).cast("long").alias(c) for c in columns],
+                F.lit(True).alias("_day"))
+    )  # fmt: skip
+    rows = scoped.withColumn("_day", F.lit(False)).unionByName(grid).withColumn("_n", n)
+    sums = []
+    for w in windows:
+        frame = Window.partitionBy(key).orderBy("_n").rangeBetween(-(w - 1), 0)
+        sums += [F.sum(c).over(frame).cast("long").alias(f"{c}_{w}d") for c in columns]
+    return rows.select(key, "dt", "_day", *sums).where("_day").drop("_day")
 
 
 def level(count: Column) -> Column:
@@ -107,29 +161,35 @@ def top_category(category_path: Column) -> Column:
     return F.split(category_path, "/").getItem(0)
 
 
-def build_user_category_exposure(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.user_category_exposure[dt]: impressions and clicks per user and top category.
+def build_user_category_exposure(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> int:
+    """silver.user_category_exposure of each day of [start, end]: impressions and clicks per
+    user and top category (of the item as of that day).
 
     silver.behaviors holds clicks only; a user shown a category many times who never clicks
     it says as much about their taste as a click does, and only the impressions show it."""
+    end = end or start
+    days = tables.day_range(start, end)
     events = (
         tables.read(spark, tables.BRONZE_EVENTS, settings)
-        .where(F.col("dt") == dt)
+        .where(days)
         .where(F.col("event_type").isin("impression", "click"))
     )
-    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
-        "item_id", top_category(F.col("category_path")).alias("top_category")
-    )
+    items = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end)
+    items = items.select(
+        "item_id", F.col("as_of").alias("dt"),
+        top_category(F.col("category_path")).alias("top_category"),
+    )  # fmt: skip
     daily = (
-        events.join(F.broadcast(items), "item_id", "left")
+        events.join(F.broadcast(items), ["item_id", "dt"], "left")
         .withColumn("top_category", F.coalesce("top_category", F.lit("unknown")))
-        .groupBy("user_id", "top_category")
+        .groupBy("user_id", "top_category", "dt")
         .agg(_count("impression").alias("impressions"), _count("click").alias("clicks"))
-        .withColumn("dt", F.lit(dt))
     )
     table = tables.SILVER_USER_CATEGORY_EXPOSURE
-    tables.replace_partition(daily, table, settings, tables.partition(dt))
-    return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
+    tables.replace_partition(daily, table, settings, days)
+    return tables.read(spark, table, settings).where(days).count()
 
 
 CATEGORY_RATE_WINDOW_DAYS = 30
@@ -196,20 +256,72 @@ def category_window_sums(
     )
 
 
-def build_user_category_state(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.user_category_state[dt], carried from an earlier day's state, never dt's own: a
-    rerun of dt starts from the inputs the first run had.
+def category_window_sums_by_day(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> DataFrame:
+    """category_window_sums for every day of [start, end] at once (column dt), carried the
+    same way: from the newest state before start inside start's window, each later day adds
+    the exposure days that entered and subtracts those that left; without such a state the
+    window of start is rebuilt from exposure rows. Each exposure row is spread over the days
+    of the range it counts for (at most the range's length): one job for the whole range."""
+    w = CATEGORY_RATE_WINDOW_DAYS
+    keys = ["user_id", "top_category"]
+    sums = [f"impressions_{w}d", f"clicks_{w}d"]
+    exposure = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
+    since = _newest_state_day(spark, settings, day_offset(start, -(w - 1)), day_offset(start, -1))
+    last = F.to_date(F.lit(end))
 
-    The states after dt are dropped in the same commit (with the days past retention): they
-    were carried from dt's old sums, and a sum carried from a wrong one stays wrong for good
-    (the corrected day is subtracted when it leaves the window). The next day carries from
-    dt's new state instead."""
-    sums = category_window_sums(spark, settings, dt, state_until=day_offset(dt, -1))
-    oldest = day_offset(dt, -settings.features.state_retention_days)
+    def spread(rows: DataFrame, first_day: Column, sign: int) -> DataFrame:
+        days = F.explode(F.sequence(F.greatest(first_day, F.to_date(F.lit(start))), last))
+        spread_rows = rows.where(first_day <= last).select(
+            *keys, days.alias("_d"),
+            (sign * F.col("impressions")).alias(sums[0]), (sign * F.col("clicks")).alias(sums[1]),
+        )  # fmt: skip
+        return spread_rows.withColumn("dt", F.date_format("_d", "yyyy-MM-dd")).drop("_d")
+
+    if since is None:  # start's window rebuilt: only rows that entered can leave
+        entered_after = leave_after = day_offset(start, -w)
+        parts = []
+    else:
+        entered_after, leave_after = since, day_offset(since, -w)
+        carried = (
+            tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, settings)
+            .where(F.col("dt") == since)
+            .select(*keys, F.col(sums[0]).alias("impressions"), F.col(sums[1]).alias("clicks"))
+        )
+        parts = [spread(carried, F.to_date(F.lit(start)), 1)]
+    in_range = exposure.where((F.col("dt") > entered_after) & (F.col("dt") <= end))
+    leaving = exposure.where((F.col("dt") > leave_after) & (F.col("dt") <= day_offset(end, -w)))
+    parts.append(spread(in_range, F.to_date("dt"), 1))
+    parts.append(spread(leaving, F.date_add(F.to_date("dt"), w), -1))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    return (
+        union.groupBy(*keys, "dt")
+        .agg(*(F.sum(c).cast("long").alias(c) for c in sums))
+        .where((F.col(sums[0]) > 0) | (F.col(sums[1]) > 0))
+    )
+
+
+def build_user_category_state(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> int:
+    """silver.user_category_state of each day of [start, end], carried from a state before
+    start, never from one of the range's own days: a rerun starts from the inputs the first
+    run had.
+
+    The states from start on are dropped in the same commit (with the days past retention,
+    counted from end): they were carried from the old sums, and a sum carried from a wrong
+    one stays wrong for good (the corrected day is subtracted when it leaves the window). So
+    a range leaves the table as the same days run one by one would."""
+    end = end or start
+    oldest = day_offset(end, -settings.features.state_retention_days)
+    sums = category_window_sums_by_day(spark, settings, start, end).where(F.col("dt") >= oldest)
     table = tables.SILVER_USER_CATEGORY_STATE
-    stale = (F.col("dt") >= dt) | (F.col("dt") < oldest)
-    tables.replace_partition(sums.withColumn("dt", F.lit(dt)), table, settings, stale)
-    return tables.read(spark, table, settings).where(F.col("dt") == dt).count()
+    stale = (F.col("dt") >= start) | (F.col("dt") < oldest)
+    tables.replace_partition(sums, table, settings, stale)
+    return tables.read(spark, table, settings).where(tables.day_range(start, end)).count()
 
 
 def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:

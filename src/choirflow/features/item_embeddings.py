@@ -14,12 +14,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.dates import day_offset
 from choirflow.encoders import text_encoder
 from choirflow.logs import step_log
 
@@ -62,6 +63,7 @@ def _encode_partition(image_dim: int, batch_size: int):
                 {
                     "item_id": pdf["item_id"],
                     "content_hash": pdf["content_hash"],
+                    "updated_dt": pdf["updated_dt"],
                     "has_image": fused[:, -1] > 0,
                     "fused": list(fused),
                 }
@@ -130,27 +132,66 @@ def content_hash() -> F.Column:
     )
 
 
-def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> dict[str, int]:
-    """Embed new or changed items of bronze.items and MERGE them into silver.item_embeddings."""
+def _items_to_embed(spark: SparkSession, settings: Settings, start: str, end: str) -> DataFrame:
+    """The rows the daily runs of [start, end] would have embedded last: per item, its
+    content as of end, with `updated_dt` the first day of its last unchanged stretch. A
+    content already stored is skipped, as the daily run skips it: always when unchanged since
+    start, and when stored on or after that day otherwise (a rerun of the range)."""
+    version = settings.features.encoder_version
+    as_of = tables.read_as_of_days(
+        spark, tables.BRONZE_ITEM_HISTORY, settings, start, end
+    ).withColumn("content_hash", content_hash())
+    previous = F.lag("content_hash").over(Window.partitionBy("item_id").orderBy("as_of"))
+    changed = previous.isNull() | (previous != F.col("content_hash"))
+    final = (
+        as_of.withColumn("_changed_on", F.when(changed, F.col("as_of")))
+        .withColumn("updated_dt", F.max("_changed_on").over(Window.partitionBy("item_id")))
+        .where(F.col("as_of") == end)
+    )
+    columns = ["item_id", "content_hash", "title", "category_path", "tags", "image_vector",
+               "updated_dt"]  # fmt: skip
+    if not tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
+        return final.select(*columns)
+    stored = (
+        tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+        .where(F.col("encoder_version") == version)
+        .select("item_id", F.col("content_hash").alias("_hash"), F.col("updated_dt").alias("_dt"))
+    )
+    already = (F.col("_hash") == F.col("content_hash")) & (
+        (F.col("updated_dt") == start) | (F.col("_dt") >= F.col("updated_dt"))
+    )
+    return (
+        final.join(stored, "item_id", "left")
+        .where(~F.coalesce(already, F.lit(False)))
+        .select(*columns)
+    )
+
+
+def build_item_embeddings(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> dict[str, int]:
+    """Embed the items new or changed in [start, end] (a daily run: one day) and MERGE them
+    into silver.item_embeddings; each item is encoded once per range, in its final content.
+    Without a projection for the encoder version, the first day runs alone first: the PCA
+    is fitted on that day's items, as the daily run fits it."""
+    end = end or start
     f = settings.features
     version = f.encoder_version
-    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).withColumn(
-        "content_hash", content_hash()
-    )
-    todo = items
-    if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
-        done = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings).where(
-            F.col("encoder_version") == version
-        )
-        todo = items.join(
-            done.select("item_id", "content_hash"), ["item_id", "content_hash"], "left_anti"
-        )
-    todo = todo.select("item_id", "content_hash", "title", "category_path", "tags", "image_vector")
+    if start < end and _load_projection(spark, settings, version) is None:
+        first = build_item_embeddings(spark, settings, start)["embedded"]
+        rest = build_item_embeddings(spark, settings, day_offset(start, 1), end)["embedded"]
+        return {"embedded": first + rest}
+    log = step_log(__name__, "item_embeddings", start if start == end else f"{start}..{end}")
+    todo = _items_to_embed(spark, settings, start, end).cache()
     n_todo = todo.count()
     if n_todo == 0:
-        step_log(__name__, "item_embeddings", dt).info("nothing new for %s", version)
+        log.info("nothing new for %s", version)
+        todo.unpersist()
         return {"embedded": 0}
-    fused_schema = "item_id string, content_hash string, has_image boolean, fused array<float>"
+    fused_schema = (
+        "item_id string, content_hash string, updated_dt string, has_image boolean, "
+        "fused array<float>"
+    )
     parts = max(1, min(spark.sparkContext.defaultParallelism, n_todo // 256 + 1))
     encoded = (
         todo.repartition(parts)
@@ -171,17 +212,15 @@ def build_item_embeddings(spark: SparkSession, settings: Settings, dt: str) -> d
             vectors = project(np.stack(pdf["fused"].to_numpy()), mean, components)
             yield pdf.drop(columns="fused").assign(embedding=list(vectors))
 
-    out_schema = "item_id string, content_hash string, has_image boolean, embedding array<float>"
-    embedded = (
-        encoded.mapInPandas(apply, out_schema)
-        .withColumn("encoder_version", F.lit(version))
-        .withColumn("updated_dt", F.lit(dt))
+    out_schema = (
+        "item_id string, content_hash string, updated_dt string, has_image boolean, "
+        "embedding array<float>"
     )
+    embedded = encoded.mapInPandas(apply, out_schema).withColumn("encoder_version", F.lit(version))
     tables.merge_upsert(
         spark, embedded, tables.SILVER_ITEM_EMBEDDINGS, settings, newer_than="updated_dt"
     )
     encoded.unpersist()
-    step_log(__name__, "item_embeddings", dt).info(
-        "embedded %d new or changed items (%s)", n_todo, version
-    )
+    todo.unpersist()
+    log.info("embedded %d new or changed items (%s)", n_todo, version)
     return {"embedded": n_todo}

@@ -34,15 +34,18 @@ from choirflow.groups.codes import code_prefix
 PRICE_BUCKET_EDGES = [5, 10, 20, 40, 80, 160]
 
 
-def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """Clicks and conversions of day dt with the item's category -> silver.behaviors[dt]."""
-    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
-    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
-        "item_id", "category_path"
-    )
+def build_behaviors(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> int:
+    """Clicks and conversions of the days [start, end] (a daily run: one day) with each
+    item's category as of its day -> silver.behaviors, every day's partition in one commit."""
+    end = end or start
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
+    items = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end)
     behaviors = (
         events.where(F.col("event_type").isin("click", "conversion"))
-        .join(items, "item_id", "left")
+        .join(items.select("item_id", F.col("as_of").alias("dt"), "category_path"),
+              ["item_id", "dt"], "left")
         .select(
             "event_id",
             "user_id",
@@ -52,11 +55,12 @@ def build_behaviors(spark: SparkSession, settings: Settings, dt: str) -> int:
             "request_id",
             "event_time",
             "ingestion_time",
-            F.lit(dt).alias("dt"),
+            "dt",
         )
-    )
-    tables.replace_partition(behaviors, tables.SILVER_BEHAVIORS, settings, tables.partition(dt))
-    return tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt).count()
+    )  # fmt: skip
+    table = tables.SILVER_BEHAVIORS
+    tables.replace_partition(behaviors, table, settings, tables.day_range(start, end))
+    return tables.read(spark, table, settings).where(tables.day_range(start, end)).count()
 
 
 def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFrame:

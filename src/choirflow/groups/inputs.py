@@ -26,36 +26,35 @@ def category_price_terciles(spark: SparkSession, settings: Settings, dt: str) ->
     )
 
 
-def build_user_category_daily(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.user_category_daily[dt] from silver.behaviors[dt]: incremental, one day at a time.
-    Raw price sums are kept; tiers are judged when inputs are built, against one catalogue."""
-    behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(F.col("dt") == dt)
-    prices = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
-        "item_id", "price"
+def build_user_category_daily(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> int:
+    """silver.user_category_daily of each day of [start, end] from silver.behaviors of that
+    day, with each item's price as of the day. Raw price sums are kept; tiers are judged when
+    inputs are built, against one catalogue."""
+    end = end or start
+    days = tables.day_range(start, end)
+    behaviors = tables.read(spark, tables.SILVER_BEHAVIORS, settings).where(days)
+    prices = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end).select(
+        "item_id", F.col("as_of").alias("dt"), "price"
     )
 
     def count(kind: str) -> F.Column:
         return F.sum(F.when(F.col("behavior_type") == kind, 1).otherwise(0)).cast("long")
 
     daily = (
-        behaviors.join(prices, "item_id", "left")
-        .groupBy("user_id", "category")
+        behaviors.join(prices, ["item_id", "dt"], "left")
+        .groupBy("user_id", "category", "dt")
         .agg(
             count("click").alias("clicks"),
             count("conversion").alias("purchases"),
             F.sum("price").alias("price_sum"),
             F.count("price").cast("long").alias("priced"),
         )
-        .withColumn("dt", F.lit(dt))
     )  # fmt: skip
-    tables.replace_partition(
-        daily, tables.SILVER_USER_CATEGORY_DAILY, settings, tables.partition(dt)
-    )
-    return (
-        tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
-        .where(F.col("dt") == dt)
-        .count()
-    )
+    table = tables.SILVER_USER_CATEGORY_DAILY
+    tables.replace_partition(daily, table, settings, days)
+    return tables.read(spark, table, settings).where(days).count()
 
 
 def _price_tier(mean_price: Column) -> Column:
