@@ -4,7 +4,9 @@ The other DAG tests use `dag.test()`, which runs tasks in the test process. Here
 a deployment run as their own processes (API server, scheduler with the LocalExecutor, DAG
 processor) on the test's SQLite metadata DB, and a backfill created from the CLI must be
 picked up, scheduled and finished by them, beside a choirflow_backfill run of an earlier day:
-the warehouse pool must keep the two from writing at the same time.
+the warehouse pool must keep the two from writing at the same time. This is the suite's one
+run of the whole daily chain through Airflow: it also checks what the chain writes (metrics,
+samples, groups) and the Asset event it emits per table.
 """
 
 from __future__ import annotations
@@ -148,4 +150,45 @@ def test_backfill_create_is_run_by_the_scheduler(built, spark, settings, days, a
     for earlier, later in zip(intervals, intervals[1:], strict=False):
         assert earlier[1] <= later[0], f"{earlier[2:]} overlaps {later[2:]}"
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == day)
-    assert metrics.where("metric = 'auc' AND slice = 'all'").count() >= 1
+    assert metrics.where("metric = 'auc' AND slice = 'all' AND model = 'din'").count() == 1
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == day)
+    assert samples.count() > 1000
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == day)
+    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, day)
+    assert groups.count() == users.count()
+    _assert_one_asset_event_per_table(spark, settings, samples.count())
+
+
+def _assert_one_asset_event_per_table(spark, settings, day_samples: int) -> None:
+    """The daily run's Asset events carry each table's Delta version and the day's rows."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from choirflow import tables
+
+    with create_session() as session:
+        run_id = (
+            session.query(DagRun.run_id)
+            .filter(DagRun.dag_id == "choirflow_daily", DagRun.run_type == "backfill")
+            .order_by(DagRun.id.desc())
+            .first()[0]
+        )
+        events = (
+            session.query(AssetModel.uri, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == run_id)
+            .all()
+        )
+    # Airflow emits an event for every declared outlet; a table not created yet has no extra.
+    extras = {uri: extra for uri, extra in events if extra}
+    sample_event = extras["choirflow://warehouse/gold/samples"]
+    assert sample_event["rows"] == day_samples
+    assert sample_event["delta_version"] == tables.version(spark, tables.GOLD_SAMPLES, settings)
+    existing = {
+        f"choirflow://warehouse/{t.layer}/{t.name}"
+        for t in tables.ALL_TABLES
+        if tables.exists(spark, t, settings)
+    }
+    assert existing <= set(extras)
+    assert all({"delta_version", "rows", "partition", "path"} <= set(e) for e in extras.values())

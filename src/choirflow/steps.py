@@ -136,16 +136,20 @@ def user_groups(
     }
 
 
-def samples(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
-    """gold.samples of dt, then the sequence state at the end of dt (the next day's input)."""
+def samples(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict[str, int]:
+    """gold.samples of [start, end], then the sequence state at the end of each kept day
+    (the next day's input)."""
     from choirflow.features.samples import build_samples
-    from choirflow.features.sequences import write_state
+    from choirflow.features.sequences import write_states
 
-    rows, state = build_samples(spark, settings, dt)
-    tables.replace_partition(rows, tables.GOLD_SAMPLES, settings, tables.partition(dt))
-    write_state(settings, state, dt)
+    rows, states = build_samples(spark, settings, start, end)
+    days = tables.day_range(start, end)
+    tables.replace_partition(rows, tables.GOLD_SAMPLES, settings, days)
+    write_states(settings, states, start, end)
     spark.catalog.clearCache()  # the carried state and timelines build_samples cached
-    count = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt).count()
+    count = tables.read(spark, tables.GOLD_SAMPLES, settings).where(days).count()
     return {"gold.samples": count}
 
 
@@ -260,7 +264,7 @@ DAILY_STEPS: tuple[Step, ...] = (
         reads=("bronze.events", *BRONZE_DIMENSIONS, "silver.behaviors", "silver.sequence_state",
                "silver.user_features", "silver.item_daily_stats", "silver.user_category_state",
                "silver.user_groups", "silver.group_priors"),
-        writes=("gold.samples", "silver.sequence_state"), after=("user_groups",),
+        writes=("gold.samples", "silver.sequence_state"), after=("user_groups",), ranged=True,
         doc="one point-in-time row per impression; the carried sequence state",
     ),
     Step(

@@ -77,7 +77,7 @@ def build_user_features(
     end = end or start
     daily = tables.read(spark, tables.SILVER_USER_DAILY, settings)
     counts = rolling_sums_by_day(
-        spark, daily, "user_id", start, end, USER_WINDOWS, ("clicks", "impressions", "conversions")
+        daily, "user_id", start, end, USER_WINDOWS, ("clicks", "impressions", "conversions")
     )
     users = tables.read_as_of_days(
         spark, tables.BRONZE_USER_HISTORY, settings, start, end
@@ -94,7 +94,6 @@ def build_user_features(
 
 
 def rolling_sums_by_day(
-    spark: SparkSession,
     daily: DataFrame,
     key: str,
     start: str,
@@ -144,16 +143,27 @@ def level(count: Column) -> Column:
 
 def item_popularity_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
     """item_id, views_level, likes_level from the 30 days before dt (known before the day)."""
+    day_before = day_offset(dt, -1)
+    return item_popularity_by_day(spark, settings, day_before, day_before).drop("dt")
+
+
+def item_popularity_by_day(
+    spark: SparkSession, settings: Settings, first: str, last: str
+) -> DataFrame:
+    """item_id, dt, views_level, likes_level: from the 30 days ending with each day dt of
+    [first, last]."""
     if not tables.exists(spark, tables.SILVER_ITEM_DAILY, settings):
-        return spark.createDataFrame([], "item_id string, views_level int, likes_level int")
+        return spark.createDataFrame(
+            [], "item_id string, dt string, views_level int, likes_level int"
+        )
     daily = tables.read(spark, tables.SILVER_ITEM_DAILY, settings)
-    sums = rolling_sums(
-        daily, "item_id", day_offset(dt, -1), (POPULARITY_WINDOW_DAYS,), ("impressions", "clicks")
-    )
+    w = POPULARITY_WINDOW_DAYS
+    sums = rolling_sums_by_day(daily, "item_id", first, last, (w,), ("impressions", "clicks"))
     return sums.select(
         "item_id",
-        level(F.col(f"impressions_{POPULARITY_WINDOW_DAYS}d")).alias("views_level"),
-        level(F.col(f"clicks_{POPULARITY_WINDOW_DAYS}d")).alias("likes_level"),
+        "dt",
+        level(F.col(f"impressions_{w}d")).alias("views_level"),
+        level(F.col(f"clicks_{w}d")).alias("likes_level"),
     )
 
 
@@ -325,23 +335,32 @@ def build_user_category_state(
 
 
 def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
-    """user_id, item_top_category and two levels from the 30 days before dt: how often the
-    user clicked the category when shown it, against everyone's rate on that category
-    (user_category_ctr_level), and how often they were shown it (user_category_impressions_level).
+    """user_id, item_top_category and two levels from the 30 days before dt (see
+    user_category_rates_by_day)."""
+    day_before = day_offset(dt, -1)
+    return user_category_rates_by_day(spark, settings, day_before, day_before).drop("dt")
+
+
+def user_category_rates_by_day(
+    spark: SparkSession, settings: Settings, first: str, last: str
+) -> DataFrame:
+    """user_id, item_top_category, dt and two levels from the 30 days ending with each day dt
+    of [first, last]: how often the user clicked the category when shown it, against
+    everyone's rate on that category (user_category_ctr_level), and how often they were shown
+    it (user_category_impressions_level).
 
     The user's rate is shrunk towards the category's: (clicks + k * base) / (impressions + k)."""
     ddl = (
         "user_id string, item_top_category string, user_category_ctr_level int, "
-        "user_category_impressions_level int"
+        "user_category_impressions_level int, dt string"
     )
     if not tables.exists(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings):
         return spark.createDataFrame([], ddl)
     w = CATEGORY_RATE_WINDOW_DAYS
-    day_before = day_offset(dt, -1)
-    sums = category_window_sums(spark, settings, day_before, state_until=day_before)
+    sums = category_window_sums_by_day(spark, settings, first, last)
     # The category's rate over a window on the pairs (not a self-join): the 30-day roll-up
     # is computed once. One click and two impressions of smoothing keep it above 0.
-    category = Window.partitionBy("top_category")
+    category = Window.partitionBy("top_category", "dt")
     base = (F.sum(f"clicks_{w}d").over(category) + 1) / (
         F.sum(f"impressions_{w}d").over(category) + 2
     )
@@ -352,4 +371,5 @@ def user_category_rates_before(spark: SparkSession, settings: Settings, dt: str)
         F.col("top_category").alias("item_top_category"),
         lift_level(rate, F.col("_base")).alias("user_category_ctr_level"),
         level(F.col(f"impressions_{w}d")).alias("user_category_impressions_level"),
+        "dt",
     )

@@ -16,17 +16,18 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.dates import day_offset
+from choirflow.dates import day_offset, days_between
 from choirflow.features.activity import (
-    item_popularity_before,
+    item_popularity_by_day,
     top_category,
-    user_category_rates_before,
+    user_category_rates_by_day,
 )
 from choirflow.features.sequences import (
     empty_state,
-    next_state,
+    kept_state_days,
     previous_state,
     sequences_for_day,
+    sequences_for_days,
 )
 from choirflow.fields import SAMPLE_FIELDS, sample_fields
 from choirflow.groups.codes import code_prefix
@@ -70,7 +71,9 @@ def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFra
     per (user, item, request) the first click time, then whether a conversion falls in
     [click, click + window]. That small table is broadcast to the impressions, so the
     impressions are neither shuffled nor sorted for their labels."""
-    key = ["user_id", "item_id", "request_id"]
+    # Labels come from events that arrived on the impression's own day (`dt`, when given):
+    # a range labels each of its days as that day's run does.
+    key = ["user_id", "item_id", "request_id", *(["dt"] if "dt" in events.columns else [])]
     is_type = lambda name: F.col("event_type") == name  # noqa: E731
     clicks = (
         events.where(is_type("click")).groupBy(*key).agg(F.min("event_time").alias("_click_time"))
@@ -110,63 +113,74 @@ def price_bucket(price: F.Column) -> F.Column:
     return F.when(price.isNull(), F.lit(None)).otherwise(bucket.cast("string"))
 
 
-def build_samples(spark: SparkSession, settings: Settings, dt: str) -> tuple[DataFrame, DataFrame]:
-    """gold.samples rows of dt and silver.sequence_state at the end of dt, from the day's
-    events and the state carried from the day before. Both are lazy and share a cached
-    state: the caller writes them (samples first) and then clears Spark's cache."""
+def build_samples(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> tuple[DataFrame, DataFrame]:
+    """gold.samples rows of the days [start, end] (a daily run: one day) and
+    silver.sequence_state at the end of each of the range's days that retention keeps, from
+    the range's events and the state carried from the day before start. Both are lazy and
+    share a cached state: the caller writes them (samples first), then clears Spark's cache."""
+    end = end or start
     f = settings.features
-    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
+    days = tables.day_range(start, end)
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(days)
     impressions = labelled_impressions(events, f.attribution_hours)
     clicks = (
         tables.read(spark, tables.SILVER_BEHAVIORS, settings)
-        .where((F.col("dt") == dt) & (F.col("behavior_type") == "click"))
-        .select("user_id", "event_id", "event_time", "item_id", "category")
+        .where(days & (F.col("behavior_type") == "click"))
+        .select("user_id", "event_id", "event_time", "item_id", "category", "dt")
     )
-    prev = previous_state(spark, settings, dt).cache()
-    with_hist, changed = sequences_for_day(
-        impressions, clicks, prev, f.max_seq_len, day_start=F.to_timestamp(F.lit(dt))
-    )
-
-    out = _with_known_before(spark, settings, dt, with_hist).select(*_sample_columns(dt))
+    prev = previous_state(spark, settings, start).cache()
+    kept = tables.day_frame(spark, *kept_state_days(settings, start, end))
+    with_hist, states = sequences_for_days(impressions, clicks, prev, f.max_seq_len, kept)
+    out = _with_known_before(spark, settings, start, end, with_hist).select(*_sample_columns())
     declared = {f.name for f in SAMPLE_FIELDS}
     if set(out.columns) != declared:  # the registry and this select must agree
         raise ValueError(
             f"gold.samples columns differ from fields.SAMPLE_FIELDS: "
             f"{sorted(set(out.columns) ^ declared)}"
         )
-    return out, next_state(prev, changed)
+    return out, states
+
+
+def _next_day(df: DataFrame) -> DataFrame:
+    """Rows of day d relabelled as known before d + 1."""
+    return df.withColumn("dt", F.date_format(F.date_add(F.to_date("dt"), 1), "yyyy-MM-dd"))
 
 
 def _with_known_before(
-    spark: SparkSession, settings: Settings, dt: str, impressions: DataFrame
+    spark: SparkSession, settings: Settings, start: str, end: str, impressions: DataFrame
 ) -> DataFrame:
-    """Impressions joined with what was known before the day: user and item attributes as of
-    dt, item popularity and the user x category rates of the days before, the user's
-    activity at the end of the day before, and their semantic group."""
-    user_prev = _user_features_before(spark, settings, dt)
-    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
-        "user_id", "age_band", "gender", "city_tier"
-    )
-    items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).select(
+    """Impressions joined (on user or item and their day dt) with what was known before the
+    day: user and item attributes as of dt, item popularity and the user x category rates of
+    the days before, the user's activity at the end of the day before, and their semantic
+    group."""
+    user_prev = _user_features_before(spark, settings, start, end)
+    users = tables.read_as_of_days(spark, tables.BRONZE_USER_HISTORY, settings, start, end)
+    users = users.select("user_id", F.col("as_of").alias("dt"), "age_band", "gender", "city_tier")
+    items = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end)
+    items = items.select(
         "item_id",
+        F.col("as_of").alias("dt"),
         F.col("category_path").alias("item_category"),
         top_category(F.col("category_path")).alias("item_top_category"),
         F.col("brand").alias("item_brand"),
         price_bucket(F.col("price")).alias("price_bucket"),
     )
-    popularity = item_popularity_before(spark, settings, dt)
-    category_rates = user_category_rates_before(spark, settings, dt)
+    before = (day_offset(start, -1), day_offset(end, -1))
+    popularity = _next_day(item_popularity_by_day(spark, settings, *before))
+    category_rates = _next_day(user_category_rates_by_day(spark, settings, *before))
     return (
-        impressions.join(F.broadcast(users), "user_id", "left")
-        .join(F.broadcast(items), "item_id", "left")
-        .join(F.broadcast(popularity), "item_id", "left")
-        .join(F.broadcast(category_rates), ["user_id", "item_top_category"], "left")
-        .join(F.broadcast(user_prev), "user_id", "left")
-        .join(F.broadcast(_groups_before(spark, settings, dt)), "user_id", "left")
+        impressions.join(F.broadcast(users), ["user_id", "dt"], "left")
+        .join(F.broadcast(items), ["item_id", "dt"], "left")
+        .join(F.broadcast(popularity), ["item_id", "dt"], "left")
+        .join(F.broadcast(category_rates), ["user_id", "item_top_category", "dt"], "left")
+        .join(F.broadcast(user_prev), ["user_id", "dt"], "left")
+        .join(F.broadcast(_groups_before(spark, settings, start, end)), ["user_id", "dt"], "left")
     )
 
 
-def _sample_columns(dt: str) -> list:
+def _sample_columns() -> list:
     """gold.samples' columns from the joined impressions (levels and counts default to 0)."""
     gaps = F.col("hist_gap_seconds")
     return [
@@ -209,27 +223,31 @@ def _sample_columns(dt: str) -> list:
         F.coalesce("prev_activity_bucket", F.lit("low")).alias("activity_bucket"),
         F.coalesce("prev_conversions_30d", F.lit(0)).alias("conversions_30d"),
         *GROUP_COLUMNS,
-        F.lit(dt).alias("dt"),
+        "dt",
     ]
 
 
-def _user_features_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
-    """Activity as of the end of the day before dt (history before the sample)."""
+def _user_features_before(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> DataFrame:
+    """Activity as of the end of the day before each day dt (history before the sample)."""
     empty = (
         "user_id string, prev_clicks_7d long, prev_clicks_30d long, prev_conversions_30d long, "
-        "prev_activity_bucket string"
+        "prev_activity_bucket string, dt string"
     )
     if not tables.exists(spark, tables.SILVER_USER_FEATURES, settings):
         return spark.createDataFrame([], empty)
-    return (
-        tables.read(spark, tables.SILVER_USER_FEATURES, settings)
-        .where(F.col("dt") == day_offset(dt, -1))
-        .select(
+    features = tables.read(spark, tables.SILVER_USER_FEATURES, settings).where(
+        tables.day_range(day_offset(start, -1), day_offset(end, -1))
+    )
+    return _next_day(
+        features.select(
             "user_id",
             F.col("clicks_7d").alias("prev_clicks_7d"),
             F.col("clicks_30d").alias("prev_clicks_30d"),
             F.col("conversions_30d").alias("prev_conversions_30d"),
             F.col("activity_bucket").alias("prev_activity_bucket"),
+            "dt",
         )
     )
 
@@ -239,30 +257,44 @@ GROUP_COLUMNS = tuple(f.name for f in _GROUP_FIELDS)
 _GROUP_DDL = ", ".join(["user_id string", *(f"{f.name} {f.type}" for f in _GROUP_FIELDS)])
 
 
-def _groups_before(spark: SparkSession, settings: Settings, dt: str) -> DataFrame:
-    """Each user's semantic group and its priors as of the end of the latest day before dt
-    (ChoirRec group channel); empty before the first group assignment."""
+def _groups_before(spark: SparkSession, settings: Settings, start: str, end: str) -> DataFrame:
+    """Each user's semantic group and its priors as of the end of the latest day before each
+    day dt of [start, end] (ChoirRec group channel); none before the first assignment."""
+    empty = spark.createDataFrame([], f"{_GROUP_DDL}, dt string")
     if not (
         tables.exists(spark, tables.SILVER_USER_GROUPS, settings)
         and tables.exists(spark, tables.SILVER_GROUP_PRIORS, settings)
     ):
-        return spark.createDataFrame([], _GROUP_DDL)
-    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") < dt)
-    last = groups.agg(F.max("dt")).first()[0]
-    if last is None:
-        return spark.createDataFrame([], _GROUP_DDL)
-    priors = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == last)
-    return (
-        groups.where(F.col("dt") == last)
-        .join(priors.withColumnRenamed("group_id", "prior_group").drop("dt"), "prior_group", "left")
-        .select(
-            "user_id",
-            *[code_prefix("codes", level).alias(f"group_c{level}") for level in (1, 2, 3)],
-            F.col("prior_group").alias("group_id"),
-            F.col("voted_age_band").alias("group_age_band"),
-            F.col("voted_gender").alias("group_gender"),
-            F.col("voted_city_tier").alias("group_city_tier"),
-            "group_hist_categories",
-            "group_hist_top_categories",
-        )
+        return empty
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") < end)
+    assigned = sorted(r[0] for r in groups.select("dt").distinct().collect())
+    # Each day of the range -> the latest assignment day before it (a small driver-side map).
+    latest = []
+    for day in days_between(start, end):
+        earlier = [d for d in assigned if d < day]
+        if earlier:
+            latest.append((day, earlier[-1]))
+    if not latest:
+        return empty
+    which = spark.createDataFrame(latest, "dt string, assigned string")
+    priors = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(
+        F.col("dt").isin(sorted({a for _, a in latest}))
+    )
+    chosen = groups.join(
+        F.broadcast(which.withColumnRenamed("dt", "day")), F.col("dt") == F.col("assigned")
+    )
+    return chosen.join(
+        priors.withColumnRenamed("group_id", "prior_group").withColumnRenamed("dt", "assigned"),
+        ["prior_group", "assigned"],
+        "left",
+    ).select(
+        "user_id",
+        *[code_prefix("codes", level).alias(f"group_c{level}") for level in (1, 2, 3)],
+        F.col("prior_group").alias("group_id"),
+        F.col("voted_age_band").alias("group_age_band"),
+        F.col("voted_gender").alias("group_gender"),
+        F.col("voted_city_tier").alias("group_city_tier"),
+        "group_hist_categories",
+        "group_hist_top_categories",
+        F.col("day").alias("dt"),
     )

@@ -123,8 +123,25 @@ def sequences_for_day(
         .cache()  # read twice: for the impressions' sequences and for the new state
     )
     # Every impression's user has a timeline row (maybe empty): `active` includes them all.
-    per_user = timeline.select(
-        "user_id",
+    out = attach_history(impressions, timeline, ["user_id"], max_len, day_start)
+    changed = timeline.where("clicked").select(
+        "user_id", _last(F.col("timeline"), max_len).alias("seq")
+    )
+    return out, changed
+
+
+def attach_history(
+    impressions: DataFrame,
+    timelines: DataFrame,
+    keys: list[str],
+    max_len: int,
+    day_start: Column | None = None,
+) -> DataFrame:
+    """Impressions with hist_* columns: the last max_len elements of their timeline (joined
+    on `keys`) strictly older than the impression; with `day_start`, also clicks_today (all
+    of the timeline's clicks from day_start until the impression, not only the last L)."""
+    per_user = timelines.select(
+        *keys,
         F.transform("timeline", lambda x: x["ts"]).alias("_ts"),
         F.transform("timeline", lambda x: x["item_id"]).alias("_items"),
         F.transform("timeline", lambda x: x["category"]).alias("_categories"),
@@ -133,7 +150,7 @@ def sequences_for_day(
     before = F.size(F.filter("_ts", lambda t: t < ts))  # the timeline is in time order
     start = F.greatest(before - max_len + 1, F.lit(1))
     length = before - start + 1
-    out = impressions.join(per_user, "user_id", "left").select(
+    out = impressions.join(per_user, keys, "left").select(
         "*",
         F.slice("_items", start, length).alias("hist_item_ids"),
         F.slice("_categories", start, length).alias("hist_categories"),
@@ -142,15 +159,60 @@ def sequences_for_day(
         ).alias("hist_gap_seconds"),
         length.alias("hist_len"),
     )
-    if day_start is not None:  # all of the day's clicks before the impression, not only L
+    if day_start is not None:
         out = out.withColumn(
             "clicks_today", F.size(F.filter("_ts", lambda t: (t >= day_start) & (t < ts)))
         )
-    out = out.drop("_ts", "_items", "_categories")
-    changed = timeline.where("clicked").select(
-        "user_id", _last(F.col("timeline"), max_len).alias("seq")
+    return out.drop("_ts", "_items", "_categories")
+
+
+def sequences_for_days(
+    impressions: DataFrame,
+    clicks: DataFrame,
+    prev: DataFrame,
+    max_len: int,
+    state_days: DataFrame,
+) -> tuple[DataFrame, DataFrame]:
+    """sequences_for_day for every day of a range at once, by the same rule.
+
+    impressions and clicks carry their arrival day `dt`; prev is the state before the range.
+    The timeline of an impression on day d is the state at the end of d - 1 (the last
+    max_len of prev and of the range's clicks that arrived before d, in order) followed by
+    the clicks that arrived on d: what the daily run reads from silver.sequence_state and
+    adds to. Returns (impressions with hist_* and clicks_today, the state at the end of each
+    day of `state_days` (column `day`): user_id, seq, dt)."""
+    empty = F.array().cast(SEQUENCE)
+    tagged = F.struct(_element().alias("e"), F.col("dt").alias("day"))
+    arrived = clicks.groupBy("user_id").agg(F.array_sort(F.collect_list(tagged)).alias("_arr"))
+    users = prev.select("user_id", "seq").join(arrived, "user_id", "full").cache()
+
+    def arrived_when(keep) -> Column:
+        """The range's clicks whose arrival day passes `keep`, in order."""
+        picked = F.filter(F.coalesce("_arr", F.array()), lambda x: keep(x["day"]))
+        return F.transform(picked, lambda x: x["e"]).cast(SEQUENCE)
+
+    def state_at(keep) -> Column:
+        merged = F.concat(F.coalesce("seq", empty), arrived_when(keep))
+        return _last(F.array_sort(merged), max_len)
+
+    days = impressions.select("user_id", "dt").distinct()
+    timelines = days.join(users, "user_id", "left").select(
+        "user_id",
+        "dt",
+        _in_order(
+            state_at(lambda day: day < F.col("dt")), arrived_when(lambda day: day == F.col("dt"))
+        ).alias("timeline"),
     )
-    return out, changed
+    out = attach_history(
+        impressions, timelines, ["user_id", "dt"], max_len, day_start=F.to_timestamp("dt")
+    )
+    states = (
+        users.crossJoin(F.broadcast(state_days))
+        .select("user_id", state_at(lambda day: day <= F.col("day")).alias("seq"),
+                F.col("day").alias("dt"))
+        .where(F.size("seq") > 0)
+    )  # fmt: skip
+    return out, states
 
 
 def next_state(prev: DataFrame, changed: DataFrame) -> DataFrame:
@@ -161,7 +223,18 @@ def next_state(prev: DataFrame, changed: DataFrame) -> DataFrame:
 
 def write_state(settings: Settings, state: DataFrame, dt: str) -> None:
     """Write the state of day dt and drop the days past retention in the same commit."""
-    out = state.withColumn("dt", F.lit(dt))
-    oldest = day_offset(dt, -settings.features.state_retention_days)
-    replaced = (F.col("dt") == dt) | (F.col("dt") < oldest)
-    tables.replace_partition(out, tables.SILVER_SEQUENCE_STATE, settings, replaced)
+    write_states(settings, state.withColumn("dt", F.lit(dt)), dt, dt)
+
+
+def kept_state_days(settings: Settings, start: str, end: str) -> tuple[str, str]:
+    """The days of [start, end] whose state survives retention once end is written."""
+    return max(start, day_offset(end, -settings.features.state_retention_days)), end
+
+
+def write_states(settings: Settings, states: DataFrame, start: str, end: str) -> None:
+    """Replace the states of [start, end] with `states` (user_id, seq, dt) and drop the days
+    past retention (counted from end) in the same commit; later days are left alone, as a
+    daily run of end leaves them."""
+    oldest = day_offset(end, -settings.features.state_retention_days)
+    replaced = tables.day_range(start, end) | (F.col("dt") < oldest)
+    tables.replace_partition(states, tables.SILVER_SEQUENCE_STATE, settings, replaced)
