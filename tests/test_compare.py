@@ -34,3 +34,11 @@ def test_equal_tables_pass_whatever_the_row_order_and_ignored_columns():
     duplicated = pd.concat([left, left.head(1)], ignore_index=True)
     with pytest.raises(TablesDiffer, match="expected 3 rows, got 2"):
         assert_tables_equal(duplicated, right, table="t", key=["k"], ignore=["run_id"])
+
+
+def test_an_ignored_key_column_leaves_the_key_and_differences_still_show():
+    left = pd.DataFrame({"run_id": ["a", "b"], "metric": ["auc", "gauc"], "v": [0.7, 0.6]})
+    right = pd.DataFrame({"run_id": ["x", "y"], "metric": ["auc", "gauc"], "v": [0.7, 0.5]})
+    with pytest.raises(TablesDiffer, match=r"\[metric='gauc'\].*v: 0.6 \| 0.5"):
+        assert_tables_equal(left, right, table="gold.metrics", key=["run_id", "metric"],
+                            ignore=["run_id"])  # fmt: skip

@@ -118,3 +118,13 @@ def test_a_range_embeds_each_item_once_and_stores_what_daily_runs_store(spark, s
     version = tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, ranged)
     assert build_item_embeddings(spark, ranged, days[0], days[-1]) == {"embedded": 0}
     assert tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, ranged) == version
+
+
+@pytest.mark.unit
+def test_the_projection_does_not_depend_on_the_order_of_the_items():
+    rng = np.random.default_rng(1)
+    fused = rng.normal(size=(40, 12)).astype(np.float32)
+    _, forward = fit_projection(fused, 6)
+    _, backward = fit_projection(fused[::-1].copy(), 6)
+    np.testing.assert_allclose(forward, backward, atol=1e-5)
+    assert (np.abs(forward).argmax(axis=0) == np.abs(backward).argmax(axis=0)).all()

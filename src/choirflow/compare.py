@@ -128,8 +128,9 @@ def table_diff(
     ignore: Sequence[str] = (),
 ) -> TableDiff:
     """What differs between two versions of a table (Spark DataFrames or pandas frames) over
-    their common columns minus `ignore` (run ids, timestamps of the write)."""
-    key = tuple(key)
+    their common columns minus `ignore` (run ids, timestamps of the write). An ignored column
+    is dropped from the key too (gold.metrics is keyed by its run id)."""
+    key = tuple(k for k in key if k not in ignore)
     cols_e = [c for c in expected.columns if c not in ignore]
     cols_a = [c for c in actual.columns if c not in ignore]
     common = [c for c in cols_e if c in cols_a]

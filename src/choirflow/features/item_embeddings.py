@@ -73,9 +73,15 @@ def _encode_partition(image_dim: int, batch_size: int):
 
 
 def fit_projection(fused: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA: (mean [D], components [D, dim]); zero columns when fewer items than dim."""
+    """PCA: (mean [D], components [D, dim]); zero columns when fewer items than dim.
+
+    An SVD fixes each component only up to its sign, and which sign comes out depends on
+    rounding, so the same items fitted in another order could flip every vector's
+    coordinates: each component is turned so that its largest entry is positive."""
     mean = fused.mean(axis=0)
     _, _, vt = np.linalg.svd(fused - mean, full_matrices=False)
+    largest = np.abs(vt).argmax(axis=1)
+    vt = vt * np.sign(vt[np.arange(len(vt)), largest])[:, None]
     components = np.zeros((fused.shape[1], dim), dtype=np.float32)
     k = min(dim, vt.shape[0])
     components[:, :k] = vt[:k].T
@@ -201,7 +207,8 @@ def build_item_embeddings(
     encoded.count()
     projection = _load_projection(spark, settings, version)
     if projection is None:
-        sample = encoded.select("fused").limit(f.projection_fit_items).toPandas()
+        fit_on = encoded.orderBy("item_id").select("fused").limit(f.projection_fit_items)
+        sample = fit_on.toPandas()
         fused = np.stack(sample["fused"].to_numpy())
         projection = fit_projection(fused, f.item_embedding_dim)
         _store_projection(spark, settings, version, *projection, n_items=len(fused))

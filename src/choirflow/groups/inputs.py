@@ -48,7 +48,8 @@ def build_user_category_daily(
         .agg(
             count("click").alias("clicks"),
             count("conversion").alias("purchases"),
-            F.sum("price").alias("price_sum"),
+            # Rounded: a sum of doubles depends on the order Spark adds them in.
+            F.round(F.sum("price"), 6).alias("price_sum"),
             F.count("price").cast("long").alias("priced"),
         )
     )  # fmt: skip
