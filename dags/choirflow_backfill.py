@@ -1,7 +1,9 @@
-"""choirflow_backfill: rebuild a date range in date order, on demand, gates included.
+"""choirflow_backfill: rebuild a date range on demand, in chunks of backfill.chunk_days
+(the range engine: each step over a whole chunk, ranged steps in one pass), gates included.
 Idempotent: every step replaces its own partitions, and the carried states are rebuilt from
-the first day. Trigger with params, e.g. `airflow dags trigger choirflow_backfill -c
-'{"start": "2026-11-01", "end": "2026-11-07", "tables": ["ingest", "features"], "train": false}'`.
+the state before the first day. Trigger with params, e.g. `airflow dags trigger
+choirflow_backfill -c '{"start": "2026-11-01", "end": "2026-11-07", "tables": ["ingest",
+"features"], "train": false}'`.
 Backfilling choirflow_daily itself also works: `airflow backfill create --dag-id
 choirflow_daily --from-date ... --to-date ...` (one run per day, max_active_runs=1 keeps order).
 """

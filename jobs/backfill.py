@@ -1,4 +1,4 @@
-"""spark-submit entry point: rebuild a date range in date order, gates included (idempotent).
+"""spark-submit entry point: rebuild a date range in chunks, gates included (idempotent).
 
 spark-submit --jars <delta jars> jobs/backfill.py --start 2026-11-01 --end 2026-11-07
 """
