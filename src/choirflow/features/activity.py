@@ -44,24 +44,10 @@ def build_daily_activity(
 
 
 def rolling_sums(
-    daily: DataFrame,
-    key: str | list[str],
-    last_day: str,
-    windows: tuple[int, ...],
-    columns: tuple[str, ...],
+    daily: DataFrame, key: str, last_day: str, windows: tuple[int, ...], columns: tuple[str, ...]
 ) -> DataFrame:
     """key, <column>_<w>d for each window: sums over the w days ending at last_day (inclusive)."""
-    first = day_offset(last_day, -(max(windows) - 1))
-    scoped = daily.where((F.col("dt") >= first) & (F.col("dt") <= last_day))
-    aggs = []
-    for w in windows:
-        in_window = F.col("dt") >= day_offset(last_day, -(w - 1))
-        for c in columns:
-            aggs.append(
-                F.sum(F.when(in_window, F.col(c)).otherwise(0)).cast("long").alias(f"{c}_{w}d")
-            )
-    keys = [key] if isinstance(key, str) else key
-    return scoped.groupBy(*keys).agg(*aggs)
+    return rolling_sums_by_day(daily, key, last_day, last_day, windows, columns).drop("dt")
 
 
 def activity_bucket(clicks: Column, settings: Settings) -> Column:
@@ -233,52 +219,24 @@ def category_window_sums(
     window: its sums, plus the exposure days after p, minus the days that left the window since
     p. So a daily run reads one state and two exposure days, whatever the history's length;
     without a recent state the sums are rebuilt from the window's exposure rows."""
-    w = CATEGORY_RATE_WINDOW_DAYS
-    keys = ["user_id", "top_category"]
-    sums = [f"impressions_{w}d", f"clicks_{w}d"]
-    exposure = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
-    since = _newest_state_day(spark, settings, day_offset(day, -(w - 1)), state_until)
-    if since is None:
-        return rolling_sums(exposure, keys, day, (w,), ("impressions", "clicks"))
-    carried = (
-        tables.read(spark, tables.SILVER_USER_CATEGORY_STATE, settings)
-        .where(F.col("dt") == since)
-        .select(*keys, *sums)
-    )
-    if since == day:
-        return carried
-    entering = exposure.where((F.col("dt") > since) & (F.col("dt") <= day))
-    leaving = exposure.where(
-        (F.col("dt") > day_offset(since, -w)) & (F.col("dt") <= day_offset(day, -w))
-    )
-    added = entering.select(
-        *keys, F.col("impressions").alias(sums[0]), F.col("clicks").alias(sums[1])
-    )
-    dropped = leaving.select(
-        *keys, (-F.col("impressions")).alias(sums[0]), (-F.col("clicks")).alias(sums[1])
-    )
-    return (
-        carried.unionByName(added)
-        .unionByName(dropped)
-        .groupBy(*keys)
-        .agg(*(F.sum(c).cast("long").alias(c) for c in sums))
-        .where((F.col(sums[0]) > 0) | (F.col(sums[1]) > 0))
-    )
+    return category_window_sums_by_day(spark, settings, day, day, state_until).drop("dt")
 
 
 def category_window_sums_by_day(
-    spark: SparkSession, settings: Settings, start: str, end: str
+    spark: SparkSession, settings: Settings, start: str, end: str, state_until: str | None = None
 ) -> DataFrame:
-    """category_window_sums for every day of [start, end] at once (column dt), carried the
-    same way: from the newest state before start inside start's window, each later day adds
-    the exposure days that entered and subtracts those that left; without such a state the
-    window of start is rebuilt from exposure rows. Each exposure row is spread over the days
-    of the range it counts for (at most the range's length): one job for the whole range."""
+    """category_window_sums for every day of [start, end] at once (column dt): carried from
+    the newest state on or before `state_until` (default: the day before start) inside start's
+    window, each day adds the exposure days that entered and subtracts those that left;
+    without such a state the window of start is rebuilt from exposure rows. Each exposure row
+    is spread over the days of the range it counts for (at most the range's length): one job
+    for the whole range."""
     w = CATEGORY_RATE_WINDOW_DAYS
     keys = ["user_id", "top_category"]
     sums = [f"impressions_{w}d", f"clicks_{w}d"]
     exposure = tables.read(spark, tables.SILVER_USER_CATEGORY_EXPOSURE, settings)
-    since = _newest_state_day(spark, settings, day_offset(start, -(w - 1)), day_offset(start, -1))
+    until = state_until or day_offset(start, -1)
+    since = _newest_state_day(spark, settings, day_offset(start, -(w - 1)), min(until, start))
     last = F.to_date(F.lit(end))
 
     def spread(rows: DataFrame, first_day: Column, sign: int) -> DataFrame:
