@@ -54,6 +54,14 @@ def delta_jars() -> str:
     return ",".join(jars(load_settings()))
 
 
+def driver_java_options() -> str:
+    """The `choirflow_driver_java_options()` macro: the options of a JVM that runs one step."""
+    from choirflow.config import load_settings
+    from choirflow.spark import driver_java_options as options
+
+    return options(load_settings(), one_step=True)
+
+
 def say_what_failed(context) -> None:
     """Failure callback: one line that names the DAG, task, day and error."""
     from choirflow.alerts import report_failure
@@ -72,7 +80,10 @@ def default_args(retries: int, retry_delay: timedelta, execution_timeout: timede
     }
 
 
-USER_DEFINED_MACROS = {"choirflow_delta_jars": delta_jars}
+USER_DEFINED_MACROS = {
+    "choirflow_delta_jars": delta_jars,
+    "choirflow_driver_java_options": driver_java_options,
+}
 
 
 def spark_step(
@@ -80,13 +91,14 @@ def spark_step(
 ) -> SparkSubmitOperator:
     """A registered step (choirflow.steps; the task id is the step's name unless `step` says
     otherwise) as a spark-submit of jobs/step.py, holding the warehouse pool. The DAG must
-    declare `user_defined_macros=USER_DEFINED_MACROS` for the JARs."""
+    declare `user_defined_macros=USER_DEFINED_MACROS` for the JARs and JVM options."""
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(STEP_JOB),
         application_args=["--step", step or task_id, "--dt", day, *args],
         conn_id="spark_default",
         jars="{{ choirflow_delta_jars() }}",
+        conf={"spark.driver.extraJavaOptions": "{{ choirflow_driver_java_options() }}"},
         name=f"choirflow-{task_id}",
         env_vars={
             "PYSPARK_PYTHON": sys.executable,

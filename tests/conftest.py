@@ -42,12 +42,9 @@ os.environ.update(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 )
-# Tiny days: interpreted Spark execution beats compiling every query (choirflow.spark), in
-# this process and in every spark-submit and Airflow task the tests start.
-os.environ.setdefault(
-    "CHOIRFLOW__SPARK__CONF",
-    '{"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}',
-)
+# Tiny days: interpreted Spark execution and a quick-start JVM (choirflow.spark), in this
+# process and in every spark-submit and Airflow task the tests start.
+os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
 # The shared jars folder of the checkout: fetched once by `make setup`.
 os.environ.setdefault("CHOIRFLOW__PATHS__JARS", str(ROOT / ".cache" / "jars"))
 

@@ -56,3 +56,23 @@ def test_ingest_job_runs_under_spark_submit(built, spark, settings, days, tmp_pa
     assert "raw_events" in result.stdout
     after = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == days[1]).count()
     assert before == after > 0
+
+
+def test_small_day_jvms_start_from_the_class_archive(spark, settings):
+    """`make setup` writes the class-data-sharing archive; the session's JVM maps it and keeps
+    C2 (it lives the whole run), while a spark-submit of one step also compiles with C1 only."""
+    from choirflow.spark import class_archive, driver_java_options, spark_submit_args
+
+    archive = class_archive(settings)
+    assert settings.spark.small_data and archive.exists(), f"no {archive}: run `make setup`"
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert f"-XX:SharedArchiveFile={archive}" in arguments
+    assert "-XX:TieredStopAtLevel=1" not in arguments
+    one_step = driver_java_options(settings, one_step=True).split()
+    assert {f"-XX:SharedArchiveFile={archive}", "-XX:TieredStopAtLevel=1"} <= set(one_step)
+    assert f"spark.driver.extraJavaOptions={' '.join(one_step)}" in spark_submit_args(settings)
+    big = settings.model_copy(
+        update={"spark": settings.spark.model_copy(update={"small_data": False})}
+    )
+    assert driver_java_options(big, one_step=True) == "-Duser.timezone=UTC"

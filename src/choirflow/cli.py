@@ -231,11 +231,9 @@ def demo(
     # A small daily budget keeps the demo short on a CPU; Airflow's subprocess inherits it.
     os.environ.setdefault("CHOIRFLOW__GROUPS__LLM_BUDGET", str(llm_budget))
     # The demo's days are small (about 12k events), so each Spark query costs more to compile
-    # than to run, and every Airflow task is a fresh JVM with a cold codegen cache: interpreted
-    # execution makes a cold spark-submit step about 8 s shorter. Real volumes keep codegen.
-    from choirflow.spark import SMALL_DATA_CONF
-
-    os.environ.setdefault("CHOIRFLOW__SPARK__CONF", json.dumps(SMALL_DATA_CONF))
+    # than to run, and every Airflow task is a fresh JVM: interpreted queries and a quick-start
+    # JVM (choirflow.spark.SMALL_DATA_*) halve a cold step. Real volumes leave it off.
+    os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
     settings = load_settings()
     days = _demo_world(preset, settings)
     t0 = time.perf_counter()

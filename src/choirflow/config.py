@@ -42,6 +42,12 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     driver_memory: str = "4g"
     conf: dict[str, str] = Field(default_factory=dict)
+    # Small days (the demo's, the tests'): interpreted queries, and a driver JVM that starts
+    # from a class-data-sharing archive and compiles with C1 only (choirflow.spark). Real
+    # volumes leave it off: they pay the compilers back.
+    small_data: bool = False
+    # Appended to the driver JVM's options (also under spark-submit).
+    driver_java_options: str = ""
 
 
 class FeatureSettings(_Section):

@@ -69,16 +69,109 @@ def fetch_delta_jars(settings: Settings | None = None) -> list[str]:
 def spark_submit_args(settings: Settings | None = None) -> list[str]:
     """The spark-submit flags that give a job what get_spark() sets in-process."""
     settings = settings or load_settings()
-    return ["--jars", ",".join(delta_jars(settings)), "--master", settings.spark.master]
+    return [
+        "--jars", ",".join(delta_jars(settings)),
+        "--master", settings.spark.master,
+        "--conf", f"spark.driver.extraJavaOptions={driver_java_options(settings, True)}",
+    ]  # fmt: skip
 
 
-# For small days (the demo's, the tests'): each query costs more to compile than to run, and
-# every spark-submit step is a fresh JVM with a cold code-generation cache, so interpreted
-# execution is faster there (a cold step about 8 s shorter). Real volumes keep codegen.
+# For small days (the demo's, the tests'; `spark.small_data`): each query costs more to
+# compile than to run, and every spark-submit step is a fresh JVM with a cold code-generation
+# cache, so interpreted execution is faster there (a cold step about 8 s shorter). Real
+# volumes keep codegen.
 SMALL_DATA_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
+# A short job on a small day also spends half its time starting the JVM: loading and
+# verifying Spark's and Delta's classes, and compiling with C2 code that runs for seconds.
+# A dynamic class-data-sharing archive of those classes (written once by `make setup`,
+# `write_class_archive`) and, for a JVM that runs one step, C1 alone take a cold session
+# with a Delta write, read and MERGE from about 28 s to 15 s here (benchmarks/README.md).
+# A long-lived session (the tests', the demo's in-process days) keeps C2: it pays back. The
+# JVM ignores an archive it cannot use (another Java, another classpath): a stale one costs
+# only its speed.
+ONE_STEP_JVM = ("-XX:TieredStopAtLevel=1",)
+
+
+def class_archive(settings: Settings) -> Path:
+    """Where the class-data-sharing archive of this Spark and Delta lives."""
+    import pyspark
+
+    delta = metadata.version("delta-spark")
+    return Path(settings.jars_dir) / f"classes-spark{pyspark.__version__}-delta{delta}.jsa"
+
+
+def driver_java_options(settings: Settings, one_step: bool = False) -> str:
+    """The driver JVM's options: UTC, the small-data start-up ones (C1 alone for a JVM that
+    runs one step: a spark-submit), then the configured ones."""
+    options = ["-Duser.timezone=UTC"]
+    if settings.spark.small_data:
+        if one_step:
+            options += ONE_STEP_JVM
+        archive = class_archive(settings)
+        if archive.exists():
+            options.append(f"-XX:SharedArchiveFile={archive}")
+    if settings.spark.driver_java_options:
+        options.append(settings.spark.driver_java_options)
+    return " ".join(options)
+
+
+def write_class_archive(settings: Settings | None = None) -> Path:
+    """Run a short Delta job (write, read, replaceWhere, MERGE, a window) in a fresh JVM that
+    dumps the classes it loaded into `class_archive()` at exit."""
+    import subprocess
+
+    settings = settings or load_settings()
+    archive = class_archive(settings)
+    part = archive.with_suffix(".part")
+    for stale in (archive, part):  # the warm-up JVM must not start from an old archive
+        stale.unlink(missing_ok=True)
+    env = os.environ | {
+        "CHOIRFLOW__SPARK__SMALL_DATA": "true",
+        "CHOIRFLOW__SPARK__DRIVER_JAVA_OPTIONS": f"-XX:ArchiveClassesAtExit={part}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "choirflow.spark", "warm-up"], env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if done.returncode != 0 or not part.exists():
+        raise RuntimeError(f"no class archive written:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    part.rename(archive)
+    return archive
+
+
+def _warm_up(settings: Settings) -> None:
+    """The work whose classes the archive holds: what every step does with Delta."""
+    import tempfile
+
+    from delta.tables import DeltaTable
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    spark = get_spark(settings)
+    with tempfile.TemporaryDirectory(prefix="choirflow-warm-up-") as tmp:
+        path = f"{tmp}/table"
+        rows = spark.range(5000).select(
+            F.col("id").cast("string").alias("user_id"),
+            (F.col("id") % 3).cast("string").alias("dt"),
+            F.rand(7).alias("x"),
+            F.array(F.col("id"), F.col("id") + 1).alias("seq"),
+        )
+        rows.write.format("delta").partitionBy("dt").save(path)
+        table = spark.read.format("delta").load(path)
+        window = Window.partitionBy("dt").orderBy("x")
+        table.withColumn("rank", F.row_number().over(window)).groupBy("dt").agg(
+            F.sum("x"), F.collect_list("user_id")
+        ).toPandas()
+        table.where("dt = '1'").write.format("delta").mode("overwrite").option(
+            "replaceWhere", "dt = '1'"
+        ).save(path)
+        DeltaTable.forPath(spark, path).alias("t").merge(
+            rows.alias("s"), "t.user_id = s.user_id AND t.dt = s.dt"
+        ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+        DeltaTable.forPath(spark, path).history().collect()
 
 
 def get_spark(settings: Settings | None = None) -> SparkSession:
@@ -114,11 +207,13 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
         # long sequence arrays that follow them in gold.samples.
         "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "12",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": driver_java_options(settings),
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     }
     if not submitted:
         conf["spark.jars"] = ",".join(jars)
+    if settings.spark.small_data:
+        conf.update(SMALL_DATA_CONF)
     conf.update(settings.spark.conf)
     builder = SparkSession.builder.appName(settings.spark.app_name)
     if not submitted:
@@ -131,4 +226,11 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
 
 
 if __name__ == "__main__":
-    print("\n".join(fetch_delta_jars()))
+    # `python -m choirflow.spark`: fetch the JARs; `... archive`: write the class archive.
+    command = sys.argv[1] if len(sys.argv) > 1 else "jars"
+    if command == "archive":
+        print(write_class_archive())
+    elif command == "warm-up":
+        _warm_up(load_settings())
+    else:
+        print("\n".join(fetch_delta_jars()))
