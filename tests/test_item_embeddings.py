@@ -128,3 +128,45 @@ def test_the_projection_does_not_depend_on_the_order_of_the_items():
     _, backward = fit_projection(fused[::-1].copy(), 6)
     np.testing.assert_allclose(forward, backward, atol=1e-5)
     assert (np.abs(forward).argmax(axis=0) == np.abs(backward).argmax(axis=0)).all()
+
+
+def test_items_encode_the_same_in_the_driver_and_in_python_workers(spark, settings):
+    """A daily run's few items are encoded in the driver (the model stays loaded there), a
+    backfill's many in Python workers (`map_batches`): both give the same fused vectors."""
+    import os
+
+    from choirflow.features.item_embeddings import _encode_partition
+    from choirflow.spark import map_batches
+
+    rng = np.random.default_rng(3)
+    items = spark.createDataFrame(
+        [
+            (f"i{n}", f"h{n}", "2026-11-01", f"Title {n} of {w}", f"cat{n % 3}/sub{n % 5}",
+             [f"tag{n % 4}", w], None if n % 4 == 0 else rng.normal(size=32).tolist())
+            for n, w in enumerate(["red", "blue", "green", "slow", "fast", "old"] * 4)
+        ],
+        "item_id string, content_hash string, updated_dt string, title string, "
+        "category_path string, tags array<string>, image_vector array<double>",
+    )  # fmt: skip
+    schema = "item_id string, content_hash string, updated_dt string, has_image boolean, " \
+        "fused array<float>, pid long"  # fmt: skip
+    encode = _encode_partition(settings.features.image_dim, 8)
+
+    def encode_and_say_where(batches):
+        for out in encode(batches):
+            yield out.assign(pid=os.getpid())
+
+    def run(driver_rows: int):
+        local = settings.model_copy(
+            update={"spark": settings.spark.model_copy(update={"driver_model_rows": driver_rows})}
+        )
+        frame = map_batches(items, encode_and_say_where, schema, 24, local).toPandas()
+        return frame.sort_values("item_id").reset_index(drop=True)
+
+    in_driver, in_workers = run(24), run(23)
+    assert set(in_driver.pid) == {os.getpid()} and os.getpid() not in set(in_workers.pid)
+    assert list(in_driver.item_id) == list(in_workers.item_id) and len(in_driver) == 24
+    assert list(in_driver.has_image) == list(in_workers.has_image)
+    np.testing.assert_allclose(
+        np.stack(in_driver.fused), np.stack(in_workers.fused), rtol=0, atol=1e-5
+    )

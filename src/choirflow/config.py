@@ -48,6 +48,10 @@ class SparkSettings(_Section):
     small_data: bool = False
     # Appended to the driver JVM's options (also under spark-submit).
     driver_java_options: str = ""
+    # Model work (text encoding) over at most this many rows runs in the driver, where the
+    # model stays loaded for the process, rather than in Python workers that each load it
+    # (about 10 s of torch and model per worker; Spark stops a worker idle for a minute).
+    driver_model_rows: int = Field(5000, ge=0)
 
 
 class FeatureSettings(_Section):

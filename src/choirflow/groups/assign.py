@@ -29,6 +29,7 @@ from choirflow.groups import rqkmeans
 from choirflow.groups.codes import code_prefix
 from choirflow.groups.inputs import profiles_as_of
 from choirflow.logs import step_log
+from choirflow.spark import map_batches
 
 
 def encode_profiles(texts: list[str], dim: int) -> np.ndarray:
@@ -183,10 +184,12 @@ def assign_groups(
     previous = _previous_groups(spark, settings, dt)
     changed, kept = _changed_profiles(spark, settings, dt, previous, version)
     n_changed = changed.count()
-    parts = max(1, min(spark.sparkContext.defaultParallelism, n_changed // 500 + 1))
-    fresh = changed.repartition(parts).mapInPandas(
+    fresh = map_batches(
+        changed,
         _assign_partition(books, cfg.profile_dim),
         "user_id string, profile_fingerprint string, profile_source string, codes array<int>",
+        n_changed,
+        settings,
     )
     fresh = fresh.withColumn("assigned_dt", F.lit(dt))
     if kept is not None:

@@ -9,14 +9,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.logs import step_log
-from choirflow.quality.suites import SuiteSpec, prepare
+
+if TYPE_CHECKING:  # importing Great Expectations takes seconds: only the gates pay it
+    from choirflow.quality.suites import SuiteSpec
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -141,6 +143,8 @@ def validate(
 ) -> GateReport:
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
+
+    from choirflow.quality.suites import prepare
 
     name = spec.table.replace(".", "_")
     # One site per day and table: a later gate run never overwrites another's pages.
