@@ -61,10 +61,16 @@ class Step:
 # ---- data steps -------------------------------------------------------------------------
 
 
-def ingest(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict[str, int]:
-    from choirflow.ingest.raw import ingest_day
+def ingest(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict[str, int]:
+    """Bronze rows per source over the range."""
+    from choirflow.ingest.raw import ingest_days
 
-    return {c.source: c.bronze_rows for c in ingest_day(spark, settings, dt)}
+    rows: dict[str, int] = {}
+    for counts in ingest_days(spark, settings, start, end):
+        rows[counts.source] = rows.get(counts.source, 0) + counts.bronze_rows
+    return rows
 
 
 def bronze_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list:
@@ -219,6 +225,7 @@ DAILY_STEPS: tuple[Step, ...] = (
         "ingest", ingest, reads=(*RAW, "bronze.events"),
         writes=("bronze.events", "bronze.items", "bronze.users", *BRONZE_DIMENSIONS,
                 "bronze.quarantine", "bronze.ingest_runs"),
+        ranged=True,
         doc="raw logs of the day -> typed, deduplicated bronze; rejects to quarantine",
     ),
     Step(
