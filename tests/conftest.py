@@ -49,6 +49,12 @@ os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
 os.environ.setdefault("CHOIRFLOW__PATHS__JARS", str(ROOT / ".cache" / "jars"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `run_last` wait for work started in the background earlier in the run
+    (the Airflow deployment of tests/test_airflow_scheduler.py): they go last."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def tmp_root() -> Path:
     return _TMP
