@@ -90,7 +90,8 @@ SMALL_DATA_CONF = {
 # verifying Spark's and Delta's classes, and compiling with C2 code that runs for seconds.
 # A dynamic class-data-sharing archive of those classes (written once by `make setup`,
 # `write_class_archive`) and, for a JVM that runs one step, C1 alone take a cold session
-# with a Delta write, read and MERGE from about 28 s to 15 s here (benchmarks/README.md).
+# with a Delta write, read and MERGE from 32 s to 19 s here (25 s with the archive alone;
+# benchmarks/jvm_start.py).
 # A long-lived session (the tests', the demo's in-process days) keeps C2: it pays back. The
 # JVM ignores an archive it cannot use (another Java, another classpath): a stale one costs
 # only its speed.
