@@ -1,11 +1,12 @@
 """The gold gate on real samples: clean data passes; a leaked sequence element stops the run
-with a message that names the table, the expectation, the failing count and example keys."""
+with a message that names the table, the expectation, the failing count and example keys.
+GX's pandas engine (small frames) and its Spark engine report the same results."""
 
 import pytest
 from pyspark.sql import functions as F
 
 from choirflow import tables
-from choirflow.quality.gate import QualityGateError, gate
+from choirflow.quality.gate import QualityGateError, gate, validate_days
 from choirflow.quality.suites import gold_samples_suite
 
 pytestmark = pytest.mark.spark
@@ -32,3 +33,42 @@ def test_a_leak_in_gold_samples_fails_the_gate_with_examples(built, spark, setti
         F.col("dt") == "leak-check"
     )
     assert recorded.where(~F.col("success")).count() >= 1
+
+
+def _engine_settings(settings, pandas_max_rows: int):
+    quality = settings.quality.model_copy(update={"pandas_max_rows": pandas_max_rows})
+    return settings.model_copy(update={"quality": quality})
+
+
+def _comparable(report) -> list[tuple]:
+    """A check's outcome without the engine's formatting of observed floats."""
+    return sorted(
+        (r.expectation, r.column or "", r.success, r.unexpected_count, r.element_count,
+         tuple(sorted(r.examples)))
+        for r in report.results
+    )  # fmt: skip
+
+
+def test_the_pandas_and_spark_engines_agree_check_by_check(built, spark, settings, days):
+    """Two days of samples with a leak and a null on the second: each day's checks (counts,
+    outcomes, example keys) are the same whichever engine GX validates on."""
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(
+        F.col("dt").isin(days[1], days[2])
+    )
+    victim = samples.where((F.col("dt") == days[2]) & (F.col("hist_len") > 0)).first().event_id
+    broken = samples.withColumn(
+        "hist_gap_seconds",
+        F.when(
+            F.col("event_id") == victim, F.array_append("hist_gap_seconds", F.lit(-5.0))
+        ).otherwise(F.col("hist_gap_seconds")),
+    ).withColumn(
+        "click", F.when(F.col("event_id") == victim, F.lit(None)).otherwise(F.col("click"))
+    )
+    specs = {dt: gold_samples_suite(50, [], 3.0, (0.005, 0.5)) for dt in days[1:3]}
+    on_pandas = validate_days(_engine_settings(settings, 10**9), broken, specs)
+    on_spark = validate_days(_engine_settings(settings, 0), broken, specs)
+    assert [r.dt for r in on_pandas] == [r.dt for r in on_spark] == days[1:3]
+    assert not on_pandas[0].hard_failures
+    assert {r.column for r in on_pandas[1].hard_failures} >= {"_min_gap_seconds", "click"}
+    for pandas_report, spark_report in zip(on_pandas, on_spark, strict=True):
+        assert _comparable(pandas_report) == _comparable(spark_report)

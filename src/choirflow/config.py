@@ -106,6 +106,9 @@ class QualitySettings(_Section):
     volume_tolerance: float = Field(3.0, gt=1.0)  # rows within [mean/t, mean*t] of prior days
     ctr_min: float = Field(0.005, ge=0.0)
     ctr_max: float = Field(0.5, le=1.0)
+    # A gate's frame of at most this many rows is copied to pandas and checked on GX's pandas
+    # engine (tiny days: seconds per check on the Spark engine, milliseconds here).
+    pandas_max_rows: int = Field(500_000, ge=0)
 
 
 class GroupSettings(_Section):

@@ -73,10 +73,13 @@ def ingest(
     return rows
 
 
-def bronze_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list:
+def bronze_quality_gate(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> list:
+    """Every day of the range checked (one read of the range), each day's results recorded."""
     from choirflow.quality.checks import bronze_gate
 
-    return bronze_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+    return bronze_gate(spark, settings, start, end)  # QualityGateError on a hard failure
 
 
 def behaviors(
@@ -159,10 +162,12 @@ def samples(
     return {"gold.samples": count}
 
 
-def gold_quality_gate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> list:
+def gold_quality_gate(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> list:
     from choirflow.quality.checks import gold_gate
 
-    return gold_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
+    return gold_gate(spark, settings, start, end)  # QualityGateError on a hard failure
 
 
 # ---- model steps ------------------------------------------------------------------------
@@ -231,7 +236,7 @@ DAILY_STEPS: tuple[Step, ...] = (
     Step(
         "bronze_quality_gate", bronze_quality_gate,
         reads=("bronze.events", "bronze.items", "bronze.users", "bronze.ingest_runs"),
-        writes=("quality.results",), after=("ingest",),
+        writes=("quality.results",), after=("ingest",), ranged=True,
         doc="GX checks of the day's bronze partitions; a hard failure stops the day",
     ),
     Step(
@@ -277,7 +282,8 @@ DAILY_STEPS: tuple[Step, ...] = (
     Step(
         "gold_quality_gate", gold_quality_gate,
         reads=("gold.samples", "silver.item_embeddings"), writes=("quality.results",),
-        after=("samples",), doc="GX checks of the day's samples and item vectors",
+        after=("samples",), ranged=True,
+        doc="GX checks of the day's samples and item vectors",
     ),
     Step(
         "train_and_evaluate", train_and_evaluate,

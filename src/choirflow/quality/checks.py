@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.dates import day_offset
-from choirflow.quality.gate import gate
+from choirflow.dates import day_offset, days_between
+from choirflow.quality.gate import conclude, gate, validate_days
 from choirflow.quality.suites import (
     bronze_dimension_suite,
     bronze_events_suite,
@@ -21,63 +21,81 @@ from choirflow.quality.suites import (
 
 
 def previous_counts(
-    spark: SparkSession, settings: Settings, table: tables.Table, dt: str, days: int = 7
-) -> list[int]:
-    """Row counts of the partitions in the `days` before dt (those that exist)."""
+    spark: SparkSession, settings: Settings, table: tables.Table, start: str, end: str,
+    days: int = 7,
+) -> dict[str, list[int]]:  # fmt: skip
+    """For each day of [start, end]: the row counts of the partitions (those that exist) in
+    the `days` before it, from one scan."""
     if not tables.exists(spark, table, settings):
-        return []
+        return {dt: [] for dt in days_between(start, end)}
     rows = (
         tables.read(spark, table, settings)
-        .where((F.col("dt") >= day_offset(dt, -days)) & (F.col("dt") < dt))
+        .where((F.col("dt") >= day_offset(start, -days)) & (F.col("dt") < end))
         .groupBy("dt")
         .count()
         .collect()
     )
-    return [int(r["count"]) for r in rows]
+    counts = {r["dt"]: int(r["count"]) for r in rows}
+    return {
+        dt: [n for day, n in sorted(counts.items()) if day_offset(dt, -days) <= day < dt]
+        for dt in days_between(start, end)
+    }
 
 
-def bronze_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
-    q = settings.quality
-    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
-    prior = previous_counts(spark, settings, tables.BRONZE_EVENTS, dt)
-    out = [gate(spark, settings, events, bronze_events_suite(prior, q.volume_tolerance), dt)]
+def bronze_gate(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> list[dict[str, Any]]:
+    """The bronze suites over every day of [start, end] (one day when end is None): the
+    day's events, and each dimension as it stood at the end of the day."""
+    end = end or start
+    tolerance = settings.quality.volume_tolerance
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
+    prior = previous_counts(spark, settings, tables.BRONZE_EVENTS, start, end)
+    specs = {dt: bronze_events_suite(counts, tolerance) for dt, counts in prior.items()}
+    reports = validate_days(settings, events, specs)
     for name, table in (
         ("items", tables.BRONZE_ITEM_HISTORY),
         ("users", tables.BRONZE_USER_HISTORY),
     ):
-        out.append(
-            gate(
-                spark,
-                settings,
-                tables.read_as_of(spark, table, settings, dt),
-                bronze_dimension_suite(name),
-                dt,
-            )
-        )
-    return out
+        as_of = tables.read_as_of_days(spark, table, settings, start, end)
+        spec = bronze_dimension_suite(name)
+        reports += validate_days(settings, as_of, dict.fromkeys(prior, spec), "as_of")
+    return conclude(spark, settings, reports)
 
 
-def gold_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
+def gold_gate(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> list[dict[str, Any]]:
+    """The gold suites over every day of [start, end]: the day's samples, and the item
+    vectors as they stood at the end of the day."""
+    end = end or start
     q = settings.quality
-    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == dt)
-    prior = previous_counts(spark, settings, tables.GOLD_SAMPLES, dt)
-    groups_before = tables.exists(spark, tables.SILVER_USER_GROUPS, settings) and (
-        tables.read(spark, tables.SILVER_USER_GROUPS, settings)
-        .where(F.col("dt") < dt)
-        .limit(1)
-        .count()
-        > 0
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(tables.day_range(start, end))
+    prior = previous_counts(spark, settings, tables.GOLD_SAMPLES, start, end)
+    first_groups = (
+        tables.read(spark, tables.SILVER_USER_GROUPS, settings).agg(F.min("dt")).first()[0]
+        if tables.exists(spark, tables.SILVER_USER_GROUPS, settings)
+        else None
     )
-    spec = gold_samples_suite(
-        settings.features.max_seq_len, prior, q.volume_tolerance, (q.ctr_min, q.ctr_max),
-        groups_expected=groups_before,
-    )  # fmt: skip
-    out = [gate(spark, settings, samples, spec, dt)]
+    specs = {
+        dt: gold_samples_suite(
+            settings.features.max_seq_len,
+            counts,
+            q.volume_tolerance,
+            (q.ctr_min, q.ctr_max),
+            groups_expected=first_groups is not None and first_groups < dt,
+        )  # fmt: skip
+        for dt, counts in prior.items()
+    }
+    reports = validate_days(settings, samples, specs)
     if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
-        embeddings = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+        days = tables.day_frame(spark, start, end)
+        embeddings = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings).join(
+            F.broadcast(days), F.col("updated_dt") <= F.col("day")
+        )
         spec = item_embeddings_suite(settings.features.item_embedding_dim)
-        out.append(gate(spark, settings, embeddings, spec, dt))
-    return out
+        reports += validate_days(settings, embeddings, dict.fromkeys(prior, spec), "day")
+    return conclude(spark, settings, reports)
 
 
 def groups_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:

@@ -8,10 +8,12 @@ import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
@@ -138,20 +140,41 @@ def _check_result(spec: SuiteSpec, dt: str, r) -> CheckResult:
     )
 
 
-def validate(
-    spark: SparkSession, settings: Settings, df: DataFrame, spec: SuiteSpec, dt: str
-) -> GateReport:
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+def _columns_read(df: DataFrame, spec: SuiteSpec, day_column: str) -> list[str]:
+    """The columns the suite's expectations and examples read (so a small frame copied to
+    pandas leaves out the arrays that only its derived columns summarise)."""
+    wanted = {day_column, *spec.key}
+    for expectation in spec.expectations:
+        kwargs = expectation.configuration.kwargs
+        wanted.update(kwargs.get(k) for k in ("column", "column_A", "column_B") if k in kwargs)
+        wanted.update(kwargs.get("column_list") or ())
+    return [c for c in df.columns if c in wanted]
 
-    from choirflow.quality.suites import prepare
+
+def _run_checkpoint(
+    settings: Settings, frame: Any, spec: SuiteSpec, dt: str, last_day: bool
+) -> GateReport:
+    """One GX checkpoint over one day's frame: a pandas DataFrame (GX's pandas engine) or a
+    Spark DataFrame (GX's Spark engine); the suite and the results are the same.
+
+    Data Docs are built for the last day of a gate run and for any day with a failing
+    check: a backfill's passing days are in quality.results, without a second of HTML
+    rendering each."""
+    import great_expectations as gx
 
     name = spec.table.replace(".", "_")
     # One site per day and table: a later gate run never overwrites another's pages.
     docs_dir = str(data_docs_dir(settings, dt) / name)
     context = _context(docs_dir)
-    asset = context.data_sources.add_spark(name=f"{name}_src").add_dataframe_asset(name=name)
-    batch = asset.add_batch_definition_whole_dataframe(f"{name}_{dt}")
+    sources = context.data_sources
+    source = (
+        sources.add_spark(name=f"{name}_src")
+        if isinstance(frame, DataFrame)
+        else sources.add_pandas(name=f"{name}_src")
+    )
+    batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(
+        f"{name}_{dt}"
+    )
     # GX binds an expectation to one suite: give each run its own copies.
     expectations = [copy.copy(e) for e in spec.expectations]
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
@@ -167,50 +190,132 @@ def validate(
         gx.Checkpoint(
             name=f"{name}_gate",
             validation_definitions=[definition],
-            actions=[UpdateDataDocsAction(name="data_docs")],
             result_format=result_format,
         )
     )
-    prepared = prepare(df, spec).cache()
-    run = checkpoint.run(batch_parameters={"dataframe": prepared})
+    run = checkpoint.run(batch_parameters={"dataframe": frame})
     suite_result = next(iter(run.run_results.values()))
     results = [_check_result(spec, dt, r) for r in suite_result.results]
-    prepared.unpersist()
+    if last_day or not all(r.success for r in results):
+        context.build_data_docs()
     index = Path(docs_dir) / "index.html"
     return GateReport(spec.table, dt, results, str(index) if index.exists() else None)
 
 
-def record(spark: SparkSession, settings: Settings, report: GateReport) -> None:
-    df = tables.QUALITY_RESULTS.frame(spark, [asdict(r) for r in report.results])
-    predicate = tables.partition(report.dt, table=report.table)
+def validate_days(
+    settings: Settings,
+    df: DataFrame,
+    specs: dict[str, SuiteSpec],
+    day_column: str = "dt",
+) -> list[GateReport]:
+    """Each day's suite (`specs`, by day) on that day's rows of df (`day_column` == day).
+
+    A frame of at most `quality.pandas_max_rows` rows is read from Spark once and each day
+    validated on GX's pandas engine (a tiny day costs GX's Spark engine a Spark job per
+    metric, seconds per check); a larger one is validated day by day on the Spark engine.
+    """
+    from choirflow.quality.suites import prepare
+
+    first = next(iter(specs.values()))  # every day's suite derives the same columns
+    prepared = prepare(df, first)
+    read = {c for spec in specs.values() for c in _columns_read(prepared, spec, day_column)}
+    prepared = prepared.select(*[c for c in prepared.columns if c in read])
+    last = max(specs)
+    limit = settings.quality.pandas_max_rows
+    local = prepared.limit(limit + 1).toPandas()  # one Spark job for a small frame
+    if len(local) <= limit:
+        return [
+            _run_checkpoint(
+                settings,
+                local[local[day_column] == dt].reset_index(drop=True),
+                spec,
+                dt,
+                last_day=dt == last,
+            )  # fmt: skip
+            for dt, spec in specs.items()
+        ]
+    del local
+    prepared = prepared.cache()
+    reports = [
+        _run_checkpoint(
+            settings, prepared.where(F.col(day_column) == dt), spec, dt, last_day=dt == last
+        )
+        for dt, spec in specs.items()
+    ]
+    prepared.unpersist()
+    return reports
+
+
+def record(spark: SparkSession, settings: Settings, reports: list[GateReport]) -> None:
+    """The reports' results in quality.results, replacing each (day, table) they cover, in
+    one commit."""
+    rows = [asdict(r) for report in reports for r in report.results]
+    df = tables.QUALITY_RESULTS.frame(spark, rows)
     if not tables.exists(spark, tables.QUALITY_RESULTS, settings):
         df.write.format("delta").partitionBy("dt").save(tables.QUALITY_RESULTS.path(settings))
-    else:
-        tables.replace_partition(df, tables.QUALITY_RESULTS, settings, predicate)
+        return
+    covered = sorted({(report.dt, report.table) for report in reports})
+    predicate = reduce(
+        lambda a, b: a | b, (tables.partition(dt, table=table) for dt, table in covered)
+    )
+    tables.replace_partition(df, tables.QUALITY_RESULTS, settings, predicate)
+
+
+def gate_days(
+    spark: SparkSession,
+    settings: Settings,
+    df: DataFrame,
+    specs: dict[str, SuiteSpec],
+    day_column: str = "dt",
+) -> list[dict[str, Any]]:
+    """Validate each day, record every day's results, and raise QualityGateError naming each
+    day with a hard failure."""
+    return conclude(spark, settings, validate_days(settings, df, specs, day_column))
+
+
+def conclude(spark: SparkSession, settings: Settings, reports: list[GateReport]) -> list[dict]:
+    """Record the reports in one commit, log them, and raise QualityGateError naming each
+    table and day with a hard failure (the message the daily run shows)."""
+    record(spark, settings, reports)
+    failed = []
+    for report in reports:
+        log = step_log(__name__, "quality", report.dt)
+        for soft in report.soft_failures:
+            log.warning("%s", soft.describe())
+        if report.hard_failures:
+            failed.append(report)
+        else:
+            log.info(
+                "%s: %d checks passed (%d soft warnings)",
+                report.table, len(report.results), len(report.soft_failures),
+            )  # fmt: skip
+    if failed:
+        raise QualityGateError("\n".join(_failure_message(report) for report in failed))
+    return [
+        {
+            "table": report.table,
+            "dt": report.dt,
+            "checks": len(report.results),
+            "soft_failures": len(report.soft_failures),
+            "data_docs": report.data_docs,
+        }
+        for report in reports
+    ]
+
+
+def _failure_message(report: GateReport) -> str:
+    lines = "\n".join("  - " + r.describe() for r in report.hard_failures)
+    return (
+        f"quality gate failed for {report.table} [{report.dt}]: {len(report.hard_failures)} "
+        f"hard check(s) failed; the run stops before training.\n{lines}\n"
+        f"Data Docs: {report.data_docs}"
+    )
 
 
 def gate(
     spark: SparkSession, settings: Settings, df: DataFrame, spec: SuiteSpec, dt: str
 ) -> dict[str, Any]:
-    """Validate, record, and raise QualityGateError on any hard failure."""
-    report = validate(spark, settings, df, spec, dt)
-    record(spark, settings, report)
-    for soft in report.soft_failures:
-        step_log(__name__, "quality", dt).warning("%s", soft.describe())
-    if report.hard_failures:
-        lines = "\n".join("  - " + r.describe() for r in report.hard_failures)
-        raise QualityGateError(
-            f"quality gate failed for {spec.table} [{dt}]: {len(report.hard_failures)} hard "
-            f"check(s) failed; the run stops before training.\n{lines}\n"
-            f"Data Docs: {report.data_docs}"
-        )
-    step_log(__name__, "quality", dt).info(
-        "%s: %d checks passed (%d soft warnings)",
-        spec.table, len(report.results), len(report.soft_failures),
-    )  # fmt: skip
-    return {
-        "table": spec.table,
-        "checks": len(report.results),
-        "soft_failures": len(report.soft_failures),
-        "data_docs": report.data_docs,
-    }
+    """The suite on all of df as day dt: validate, record, and raise QualityGateError on any
+    hard failure."""
+    frame = df.withColumn("_gate_day", F.lit(dt))
+    return gate_days(spark, settings, frame, {dt: spec}, "_gate_day")[0]
