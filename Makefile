@@ -75,8 +75,10 @@ $(POOLS_STAMP): src/choirflow/pools.py | $(AIRFLOW_STAMP)
 demo: setup
 	$(VENV)/bin/choirflow demo
 
+# Three workers: a run waits on JVM starts and Spark planning more than it computes, so two
+# cores carry three streams (tests/conftest.py keeps the built days' tests on one).
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 3 --dist loadgroup
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "unit"

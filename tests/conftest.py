@@ -55,6 +55,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The test's xdist group (`make test` runs three workers, `--dist loadgroup`): the tests
+    on the built days share one warehouse that some of them change in turn, so they run on one
+    worker; every other module is a group of its own, so its fixtures are built once.
+
+    xdist's scheduler groups by an `@group` suffix of the node id that its worker adds from
+    the `xdist_group` mark, but pytest 9.2 keeps the id in `_id`, which xdist 3.8 does not
+    set: the suffix is added here (on workers only, where `loadgroup` is set)."""
+    on_built_days = {"built", "deployment"} & set(getattr(item, "fixturenames", ()))
+    group = "built" if on_built_days else item.path.stem
+    item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(item.config.option, "loadgroup", False) and "@" not in item.nodeid:
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")
+
+
 @pytest.fixture(scope="session")
 def tmp_root() -> Path:
     return _TMP
