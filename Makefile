@@ -75,10 +75,10 @@ $(POOLS_STAMP): src/choirflow/pools.py | $(AIRFLOW_STAMP)
 demo: setup
 	$(VENV)/bin/choirflow demo
 
-# Three workers: a run waits on JVM starts and Spark planning more than it computes, so two
-# cores carry three streams (tests/conftest.py keeps the built days' tests on one).
+# One process: three pytest-xdist workers (`pytest -n 3 --dist loadgroup`, grouped by
+# tests/conftest.py) were not faster on a slow 2-core machine (README, Timings).
 test: setup
-	$(VENV)/bin/pytest -n 3 --dist loadgroup
+	$(VENV)/bin/pytest
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "unit"
