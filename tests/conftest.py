@@ -56,7 +56,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """The test's xdist group (`make test` runs three workers, `--dist loadgroup`): the tests
+    """The test's xdist group, for `pytest -n 3 --dist loadgroup` (`make test` runs one
+    process: README, Timings): the tests
     on the built days share one warehouse that some of them change in turn, so they run on one
     worker; every other module is a group of its own, so its fixtures are built once.
 
