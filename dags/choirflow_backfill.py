@@ -35,6 +35,12 @@ from choirflow_dag_common import WAREHOUSE_POOL, default_args
             description="steps to rebuild (each with its quality gate)",
         ),
         "train": Param(False, type="boolean", description="also train and evaluate each day"),
+        "llm_budget": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="LLM calls per past day (0: stored or template profiles only)",
+        ),
     },
 )
 def choirflow_backfill():
@@ -43,7 +49,9 @@ def choirflow_backfill():
         from choirflow import pipeline
 
         steps = tuple(params["tables"]) + (("train",) if params["train"] else ())
-        return pipeline.backfill(params["start"], params["end"], steps)
+        return pipeline.backfill(
+            params["start"], params["end"], steps, llm_budget=int(params.get("llm_budget", 0))
+        )
 
     rebuild()
 

@@ -16,7 +16,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--steps", default="ingest,features", help=",".join(pipeline.BACKFILL_STEPS)
     )
+    parser.add_argument(
+        "--llm-budget", type=int, default=0, help="LLM calls per past day (0: templates)"
+    )
     args = parser.parse_args()
     configure()
     steps = tuple(s for s in args.steps.split(",") if s)
-    print(json.dumps(pipeline.backfill(args.start, args.end, steps), default=str))
+    print(
+        json.dumps(
+            pipeline.backfill(args.start, args.end, steps, llm_budget=args.llm_budget), default=str
+        )
+    )

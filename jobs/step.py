@@ -33,7 +33,7 @@ if __name__ == "__main__":
             if args.step != "user_groups":
                 parser.error("--refit and --relabel-all apply to --step user_groups")
             result = user_groups(
-                get_spark(settings), settings, args.dt, {},
+                get_spark(settings), settings, args.dt, args.dt, {},
                 refit=args.refit, relabel_all=args.relabel_all,
             )  # fmt: skip
         else:

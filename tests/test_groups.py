@@ -4,7 +4,10 @@ group priors (pandas oracles), and the point-in-time join into gold.samples."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -98,6 +101,30 @@ def test_template_profile_reflects_the_inputs():
     assert "quality" in profile.consumption_style  # high price tier dominates
     sparse = template_profile({"age_band": None, "gender": None, "city_tier": None})
     assert sparse.interests == ["browsing broadly"]
+
+
+@pytest.mark.unit
+def test_template_profile_breaks_a_price_tier_tie_the_same_way_in_every_process():
+    """Equal clicks in a low and a high tier: the strongest category's tier wins, whatever
+    order this process's string hashing gives a set (a backfill's workers must write what
+    the daily run wrote)."""
+    tie = {"age_band": "25-34", "gender": "f", "city_tier": "1", "long_term": [
+        {"category": "home/kitchen", "clicks": 3, "purchases": 1, "price_tier": "low"},
+        {"category": "beauty/skincare", "clicks": 3, "purchases": 0, "price_tier": "high"},
+    ]}  # fmt: skip
+    code = (
+        "import json, sys; from choirflow.groups.profile import template_profile; "
+        "print(template_profile(json.loads(sys.argv[1])).consumption_style)"
+    )
+    styles = {
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(tie)], capture_output=True, text=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True,
+        ).stdout.strip()
+        for seed in range(6)
+    }  # fmt: skip
+    assert styles == {template_profile(tie).consumption_style}
+    assert "price sensitive" in template_profile(tie).consumption_style
 
 
 # --- the OpenAI-compatible backend against a real loopback server ----------------------------

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from choirflow import pipeline, tables
+from choirflow import tables
 from choirflow.config import load_settings
 from choirflow.importers.movielens import ML100K_GENRES, import_movielens
 from choirflow.steps import run_step
@@ -61,28 +61,21 @@ def test_movielens_1m_layout_becomes_raw_contract(tmp_path):
     assert all("zip" not in u for u in users)
 
 
-@pytest.mark.spark
-def test_movielens_100k_runs_through_the_whole_pipeline(spark, tmp_path):
-    _ml100k(tmp_path / "ml-100k", np.random.default_rng(0))
+@pytest.mark.unit
+def test_movielens_100k_classic_layout_becomes_raw_contract(tmp_path):
+    """u.data/u.user/u.item (the classic ml-100k files); the real files go through the whole
+    pipeline in tests/test_datasets.py."""
+    rng = np.random.default_rng(0)
+    _ml100k(tmp_path / "ml-100k", rng)
+    ratings = pd.read_csv(tmp_path / "ml-100k" / "u.data", sep="\t", header=None)
     counts = import_movielens(tmp_path / "ml-100k", tmp_path / "raw")
-    settings = load_settings(
-        environ={
-            "CHOIRFLOW__PATHS__RAW": str(tmp_path / "raw"),
-            "CHOIRFLOW__PATHS__WAREHOUSE": str(tmp_path / "wh"),
-            "CHOIRFLOW__PATHS__MODELS": str(tmp_path / "models"),
-            "CHOIRFLOW__PATHS__JARS": load_settings().jars_dir,
-            "CHOIRFLOW__GROUPS__BACKEND": "template",  # LLM backends: tests/test_groups.py
-        }
-    )
-    # The days before the last in one chunk of the range engine, the last trained.
-    results = pipeline.run_range(
-        counts["first_day"], counts["last_day"], settings, train_from=counts["last_day"]
-    )
-    assert (results[0]["start"], results[0]["end"]) == (counts["first_day"], "2023-11-15")
-    assert results[-1]["train_and_evaluate"]["status"] == "trained"
-    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).toPandas()
-    assert len(samples) == 240 and samples.click.between(0, 1).all()
-    assert (samples.hist_len > 0).any()
+    assert (counts["users"], counts["items"], counts["days"]) == (20, 30, 3)
+    assert counts["events"] == len(ratings) + (ratings[2] >= 4).sum() + (ratings[2] == 5).sum()
+    items = [
+        json.loads(line)
+        for line in next((tmp_path / "raw" / "items").glob("dt=*/*.jsonl")).read_text().splitlines()
+    ]
+    assert {i["category_path"].split("/")[0] for i in items} == {"movies"}
 
 
 @pytest.mark.spark

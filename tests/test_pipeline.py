@@ -199,6 +199,36 @@ def test_backfill_rejects_unknown_steps(settings):
         pipeline.backfill("2026-11-01", "2026-11-01", ("ingest", "gold"), settings)
 
 
+def test_a_failing_gate_stops_the_backfill_at_its_chunk(tiny_world, spark, settings, days,
+                                                      tmp_path):  # fmt: skip
+    """Day 3 delivers a tenth of its events: the volume check fails hard in the third chunk;
+    the message names the table, the day and the check; chunks 1-2 stay committed and
+    gated, and nothing of day 3 reaches gold."""
+    import shutil
+
+    from choirflow.quality.gate import QualityGateError
+
+    raw = tmp_path / "raw"
+    shutil.copytree(Path(settings.raw_dir), raw)
+    for day_file in (raw / "events" / f"dt={days[2]}").glob("*.jsonl"):
+        lines = day_file.read_text().splitlines()
+        day_file.write_text("\n".join(lines[: len(lines) // 10]) + "\n")
+    paths = settings.paths.model_copy(update={"raw": str(raw), "warehouse": str(tmp_path / "wh")})
+    local = settings.model_copy(
+        update={"paths": paths, "backfill": settings.backfill.model_copy(update={"chunk_days": 1})}
+    )
+    with pytest.raises(QualityGateError) as failure:
+        pipeline.backfill(days[0], days[3], ("ingest",), local)
+    message = str(failure.value)
+    assert f"bronze.events [{days[2]}]" in message and "row_count" in message
+    events = tables.read(spark, tables.BRONZE_EVENTS, local)
+    assert {r.dt for r in events.select("dt").distinct().collect()} == set(days[:3])
+    checked = tables.read(spark, tables.QUALITY_RESULTS, local)
+    failed = checked.where(~F.col("success")).select("dt", "table").distinct().collect()
+    assert [(r.dt, r.table) for r in failed] == [(days[2], "bronze.events")]
+    assert {r.dt for r in checked.select("dt").distinct().collect()} == set(days[:3])
+
+
 @pytest.mark.spark
 def test_samples_are_read_from_delta_once_per_table_version(
     built, spark, settings, days, monkeypatch

@@ -104,6 +104,8 @@ class PromotionSettings(_Section):
 
 class QualitySettings(_Section):
     volume_tolerance: float = Field(3.0, gt=1.0)  # rows within [mean/t, mean*t] of prior days
+    # hard: a day outside the band (or empty) stops the run; soft: it warns (public logs)
+    volume_severity: str = Field("hard", pattern="^(hard|soft)$")
     ctr_min: float = Field(0.005, ge=0.0)
     ctr_max: float = Field(0.5, le=1.0)
     # A gate's frame of at most this many rows is copied to pandas and checked on GX's pandas

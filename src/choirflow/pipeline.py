@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from choirflow.config import Settings, load_settings
 from choirflow.dates import chunks, days_between
 from choirflow.logs import step_log
@@ -49,24 +51,37 @@ def run_chunks(
     result and seconds. A step that raises stops the run: earlier chunks stay committed."""
     spark = get_spark(settings)
     out = []
-    for first, last in chunks(start, end, settings.backfill.chunk_days):
+    parts = chunks(start, end, settings.backfill.chunk_days)
+    bar = tqdm(total=len(parts) * len(steps), unit="step", desc=f"{start}..{end}")
+    for first, last in parts:
         done: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         for step in steps:
+            bar.set_description(f"{first}..{last} {step.name}")
             t1 = time.perf_counter()
             done[step.name] = step.for_days(spark, settings, first, last, done)
             seconds[step.name] = round(time.perf_counter() - t1, 1)
             step_log(__name__, step.name, f"{first}..{last}").info(
                 "done in %.1fs", seconds[step.name]
             )
+            bar.update()
         total = round(time.perf_counter() - t0, 1)
+        events = _rows_of(done.get("ingest"), "raw_events")
+        if events:  # bronze events kept per second of the chunk
+            bar.set_postfix(events_per_s=f"{events / max(total, 1e-9):,.0f}")
         step_log(__name__, "chunk", f"{first}..{last}").info(
             "%s (%.1fs)", " ".join(f"{n}={s}s" for n, s in seconds.items()), total
         )
         out.append({"start": first, "end": last, **done, "step_seconds": seconds,
                     "seconds": total})  # fmt: skip
+    bar.close()
     return out
+
+
+def _rows_of(result: Any, table: str) -> int:
+    """Rows a step reported for `table` (ranged steps report the chunk's)."""
+    return int(result.get(table, 0)) if isinstance(result, dict) else 0
 
 
 def build_features(
@@ -119,14 +134,21 @@ def backfill(
     end: str,
     parts: tuple[str, ...] = ("ingest", "features"),
     settings: Settings | None = None,
+    llm_budget: int = 0,
 ) -> list[dict[str, Any]]:
     """Rebuild a date range, gates included, in chunks (run_chunks). Each step replaces the
     partitions of its days, so this is idempotent, and the carried states are rebuilt from
-    the state before the first day."""
+    the state before the first day.
+
+    Past days call no LLM unless `llm_budget` (calls per day) asks: each day keeps the
+    profiles that stand for its inputs and gets template profiles for the rest (their
+    `source` says so), and without calls the groups step runs each chunk in one pass."""
     unknown = set(parts) - set(BACKFILL_PARTS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from {BACKFILL_STEPS}")
     settings = settings or load_settings()
+    groups = settings.groups.model_copy(update={"llm_budget": llm_budget})
+    settings = settings.model_copy(update={"groups": groups})
     wanted = {name for part in parts for name in BACKFILL_PARTS[part]}
     steps = tuple(s for s in DAILY_STEPS if s.name in wanted)
     return run_chunks(start, end, settings, steps)

@@ -122,27 +122,45 @@ def user_features(
 def user_groups(
     spark: SparkSession,
     settings: Settings,
-    dt: str,
+    start: str,
+    end: str,
     done: Done,
     refit: bool = False,
     relabel_all: bool = False,
-) -> dict[str, int]:
-    """Budgeted LLM labelling of changed users, RQ-KMeans codes for changed profiles, group
-    priors, then the groups gate. choirflow_groups_refresh passes `refit` (a new codebook
-    version) and `relabel_all` (every user's inputs rebuilt)."""
-    from choirflow.groups.assign import assign_groups
-    from choirflow.groups.labelling import label_profiles
+) -> dict[str, Any]:
+    """Profiles (LLM within the budget, else template), RQ-KMeans codes for changed
+    profiles, group priors, then the groups gate. A range with no LLM calls to make (a
+    backfill's default) runs in one pass; a day with a budget, or choirflow_groups_refresh's
+    `refit` (a new codebook version) and `relabel_all` (every user's inputs rebuilt), runs
+    day by day."""
+    from choirflow.groups.assign import assign_groups, assign_groups_days
+    from choirflow.groups.labelling import label_profiles, label_profiles_days
     from choirflow.quality.checks import groups_gate
 
-    profiles = label_profiles(spark, settings, dt, everyone=relabel_all)
-    groups = assign_groups(spark, settings, dt, refit=refit)
-    groups_gate(spark, settings, dt)  # raises QualityGateError on a hard failure
-    return {
-        "silver.user_profiles": profiles["users_considered"] - profiles["cache_hits"],
-        "llm_calls": profiles["calls"],
-        "silver.user_groups": groups["users"],
-        "silver.group_priors": groups["priors"],
-    }
+    calls_budgeted = settings.groups.backend != "template" and settings.groups.llm_budget > 0
+    if start != end and not (calls_budgeted or refit or relabel_all):
+        runs = label_profiles_days(spark, settings, start, end)
+        figures = assign_groups_days(spark, settings, start, end)
+        groups_gate(spark, settings, start, end)  # QualityGateError on a hard failure
+        return {
+            "silver.user_profiles": sum(r["template_profiles"] for r in runs),
+            "llm_calls": 0,
+            "silver.user_groups": sum(f["users"] for f in figures.values()),
+            "silver.group_priors": sum(f.get("priors", 0) for f in figures.values()),
+        }
+    out: dict[str, Any] = {}
+    for dt in days_between(start, end):
+        profiles = label_profiles(spark, settings, dt, everyone=relabel_all)
+        groups = assign_groups(spark, settings, dt, refit=refit)
+        groups_gate(spark, settings, dt)
+        day = {
+            "silver.user_profiles": profiles["users_considered"] - profiles["cache_hits"],
+            "llm_calls": profiles["calls"],
+            "silver.user_groups": groups["users"],
+            "silver.group_priors": groups["priors"],
+        }
+        out = {k: out.get(k, 0) + v for k, v in day.items()}
+    return out
 
 
 def samples(
@@ -268,7 +286,7 @@ DAILY_STEPS: tuple[Step, ...] = (
                "silver.group_codebooks", "silver.user_groups"),
         writes=("silver.user_profiles", "silver.profile_runs", "silver.group_codebooks",
                 "silver.user_groups", "silver.group_priors", "quality.results"),
-        after=("item_embeddings", "user_features"),
+        after=("item_embeddings", "user_features"), ranged=True,
         doc="LLM (budgeted) or template profiles, RQ-KMeans codes, group priors",
     ),
     Step(

@@ -185,7 +185,11 @@ def _champion_to_warm_start(settings: Settings, model_name: str) -> tuple[str, s
 def compare(spark: SparkSession, settings: Settings, models: list[str], dt: str) -> pd.DataFrame:
     """Train the listed models on the same samples, evaluate on dt; return the leaderboard
     (also written as `<reports>/<dt>/leaderboard.csv`)."""
-    results = [train_and_evaluate(spark, settings, dt, m) for m in models]
+    return leaderboard(settings, [train_and_evaluate(spark, settings, dt, m) for m in models], dt)
+
+
+def leaderboard(settings: Settings, results: list[dict[str, Any]], dt: str) -> pd.DataFrame:
+    """The trained runs of `results`, best next-day GAUC first, written beside the report."""
     board = pd.DataFrame([r for r in results if r.get("status") == "trained"])
     if board.empty:
         return board

@@ -23,11 +23,11 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
-from choirflow.dates import day_offset
+from choirflow.dates import day_offset, days_between
 from choirflow.encoders import text_encoder
 from choirflow.groups import rqkmeans
 from choirflow.groups.codes import code_prefix
-from choirflow.groups.inputs import profiles_as_of
+from choirflow.groups.inputs import in_window, profiles_as_of
 from choirflow.logs import step_log
 from choirflow.spark import map_batches
 
@@ -163,7 +163,7 @@ def _with_levels(groups: DataFrame, levels: int, min_members: int) -> tuple[Data
         groups = groups.withColumn(f"g{level}", code_prefix("codes", level))
     for level in range(1, levels + 1):
         groups = groups.withColumn(
-            f"n{level}", F.count(F.lit(1)).over(Window.partitionBy(f"g{level}"))
+            f"n{level}", F.count(F.lit(1)).over(Window.partitionBy("dt", f"g{level}"))
         )
     prior = F.col("g1")
     for level in range(2, levels + 1):
@@ -197,7 +197,9 @@ def assign_groups(
         fresh = fresh.unionByName(kept.join(carried, "user_id", "left"))
     levels = len(books)
     groups, prior = _with_levels(
-        fresh.withColumn("codebook_version", F.lit(version)), levels, cfg.min_group_members
+        fresh.withColumn("codebook_version", F.lit(version)).withColumn("dt", F.lit(dt)),
+        levels,
+        cfg.min_group_members,
     )
     out = groups.select(
         "user_id",
@@ -209,7 +211,7 @@ def assign_groups(
         "profile_fingerprint",
         "profile_source",
         "assigned_dt",
-        F.lit(dt).alias("dt"),
+        "dt",
     )
     tables.replace_partition(out, tables.SILVER_USER_GROUPS, settings, tables.partition(dt))
     today = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
@@ -219,78 +221,245 @@ def assign_groups(
         "users": today.count(),
         "leaf_groups": today.select("leaf_group").distinct().count(),
     }
-    stats["priors"] = build_group_priors(spark, settings, dt)
+    stats["priors"] = build_group_priors(spark, settings, dt).get(dt, 0)
     step_log(__name__, "groups", dt).info(" ".join(f"{k}={v}" for k, v in stats.items()))
     return stats
 
 
 def _voted_attributes(with_attrs: DataFrame) -> DataFrame:
-    """Per group: its members and each attribute's most common value (ties: the smallest)."""
-    priors = with_attrs.groupBy("group_id").agg(F.countDistinct("user_id").alias("members"))
+    """Per group and day: its members and each attribute's most common value (ties: the
+    smallest)."""
+    key = ("group_id", "dt")
+    priors = with_attrs.groupBy(*key).agg(F.countDistinct("user_id").alias("members"))
     for attr in ("age_band", "gender", "city_tier"):
         votes = (
             with_attrs.where(F.col(attr).isNotNull())
-            .groupBy("group_id", attr)
+            .groupBy(*key, attr)
             .count()
             .withColumn(
                 "r",
-                F.row_number().over(
-                    Window.partitionBy("group_id").orderBy(F.desc("count"), F.asc(attr))
-                ),
+                F.row_number().over(Window.partitionBy(*key).orderBy(F.desc("count"), F.asc(attr))),
             )
             .where("r = 1")
-            .select("group_id", F.col(attr).alias(f"voted_{attr}"))
+            .select(*key, F.col(attr).alias(f"voted_{attr}"))
         )
-        priors = priors.join(votes, "group_id", "left")
+        priors = priors.join(votes, list(key), "left")
     return priors
 
 
 def _group_sequence(behaviour: DataFrame, key: Column, length: int) -> DataFrame:
-    """Per group: its `length` strongest keys (purchases, then clicks), least strong first
-    and strongest last: the same right-aligned order as a behaviour history."""
+    """Per group and day: its `length` strongest keys (purchases, then clicks), least strong
+    first and strongest last: the same right-aligned order as a behaviour history."""
     return (
-        behaviour.groupBy("group_id", key.alias("key"))
+        behaviour.groupBy("group_id", "dt", key.alias("key"))
         .agg(F.sum("purchases").alias("p"), F.sum("clicks").alias("c"))
         .withColumn(
             "r",
             F.row_number().over(
-                Window.partitionBy("group_id").orderBy(F.desc("p"), F.desc("c"), F.asc("key"))
+                Window.partitionBy("group_id", "dt").orderBy(F.desc("p"), F.desc("c"), F.asc("key"))
             ),
         )
         .where(F.col("r") <= length)
-        .groupBy("group_id")
+        .groupBy("group_id", "dt")
         .agg(F.array_sort(F.collect_list(F.struct(F.negative("r").alias("o"), "key"))).alias("s"))
-        .select("group_id", F.transform("s", lambda e: e["key"]).alias("seq"))
+        .select("group_id", "dt", F.transform("s", lambda e: e["key"]).alias("seq"))
     )
 
 
-def build_group_priors(spark: SparkSession, settings: Settings, dt: str) -> int:
-    """silver.group_priors[dt]: per group at every level, voted attributes and the top
-    categories its members clicked and bought in the last 365 days (up to dt)."""
+def build_group_priors(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> dict[str, int]:
+    """silver.group_priors of each day of [start, end]: per group at every level, voted
+    attributes and the top categories its members clicked and bought in the 365 days up to
+    the day. Returns the groups per day."""
+    end = end or start
     cfg = settings.groups
-    members = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
+    days = tables.day_range(start, end)
+    members = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(days)
     levels = members.select(F.max(F.size("codes"))).first()[0] or 0
-    member_groups = members.select(
-        "user_id",
-        F.explode(F.array(*[code_prefix("codes", lv) for lv in range(1, levels + 1)])).alias(
-            "group_id"
-        ),
+    prefixes = [
+        F.when(F.size("codes") >= lv, code_prefix("codes", lv)) for lv in range(1, levels + 1)
+    ]
+    member_groups = (
+        members.select("user_id", "dt", F.explode(F.array(*prefixes)).alias("group_id"))
+        .where(F.col("group_id").isNotNull())
+        .cache()
     )
-    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).select(
-        "user_id", "age_band", "gender", "city_tier"
+    users = tables.read_as_of_days(spark, tables.BRONZE_USER_HISTORY, settings, start, end).select(
+        "user_id", F.col("as_of").alias("dt"), "age_band", "gender", "city_tier"
     )
-    priors = _voted_attributes(member_groups.join(users, "user_id", "left"))
-    behaviour = (
-        tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings)
-        .where((F.col("dt") > day_offset(dt, -365)) & (F.col("dt") <= dt))
-        .join(member_groups, "user_id")
+    priors = _voted_attributes(member_groups.join(users, ["user_id", "dt"], "left"))
+    daily = tables.read(spark, tables.SILVER_USER_CATEGORY_DAILY, settings).where(
+        (F.col("dt") > day_offset(start, -365)) & (F.col("dt") <= end)
     )
+    behaviour = in_window(daily, member_groups, 365)
     for column, key in (
         ("group_hist_categories", F.col("category")),
         ("group_hist_top_categories", F.split("category", "/").getItem(0)),
     ):
         top = _group_sequence(behaviour, key, cfg.group_seq_len).withColumnRenamed("seq", column)
-        priors = priors.join(top, "group_id", "left")
-    priors = priors.withColumn("dt", F.lit(dt))
-    tables.replace_partition(priors, tables.SILVER_GROUP_PRIORS, settings, tables.partition(dt))
-    return tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(F.col("dt") == dt).count()
+        priors = priors.join(top, ["group_id", "dt"], "left")
+    tables.replace_partition(priors, tables.SILVER_GROUP_PRIORS, settings, days)
+    member_groups.unpersist()
+    counts = tables.read(spark, tables.SILVER_GROUP_PRIORS, settings).where(days).groupBy("dt")
+    return {r["dt"]: int(r["count"]) for r in counts.count().collect()}
+
+
+def _codebooks_by_day(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> tuple[dict[str, str], dict[str, list[np.ndarray]]]:
+    """The codebook version each day of [start, end] assigns with (latest_codebook's rule),
+    and the centroids of those versions."""
+    fitted = [
+        (r["fitted_dt"], r["created_at"], r["codebook_version"])
+        for r in tables.read(spark, tables.SILVER_GROUP_CODEBOOKS, settings)
+        .where(F.col("fitted_dt") <= end)
+        .select("fitted_dt", "created_at", "codebook_version")
+        .distinct()
+        .collect()
+    ]
+    by_day = {}
+    for dt in days_between(start, end):
+        candidates = [f for f in fitted if f[0] <= dt]
+        if not candidates:
+            raise ValueError(f"no RQ-KMeans codebook fitted on or before {dt}")
+        by_day[dt] = max(candidates)[2]
+    frame = (
+        tables.read(spark, tables.SILVER_GROUP_CODEBOOKS, settings)
+        .where(F.col("codebook_version").isin(sorted(set(by_day.values()))))
+        .toPandas()
+    )
+    books = {
+        version: [
+            np.stack(part.sort_values("code")["centroid"].to_numpy()).astype(np.float32)
+            for _, part in rows.groupby("stage", sort=True)
+        ]
+        for version, rows in frame.groupby("codebook_version")
+    }
+    return by_day, books
+
+
+def _code_texts(books: dict[str, list[np.ndarray]], dim: int):
+    """mapInPandas body: (profile_text, codebook_version) -> codes under that version."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            vectors = encode_profiles(batch["profile_text"].tolist(), dim)
+            codes = np.zeros((len(batch), 0), dtype=int).tolist()
+            versions = batch["codebook_version"].to_numpy()
+            for version in set(versions):
+                rows = np.flatnonzero(versions == version)
+                for row, code in zip(rows, rqkmeans.assign(vectors[rows], books[version]),
+                                     strict=True):  # fmt: skip
+                    codes[row] = [int(c) for c in code]
+            out = batch[["profile_text", "codebook_version"]].copy()
+            out["codes"] = codes
+            yield out
+
+    return run
+
+
+def assign_groups_days(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> dict[str, dict[str, Any]]:
+    """assign_groups for every day of [start, end] in one pass: the daily rule (a user keeps
+    their codes while their profile and the codebook stay the same; new codes otherwise,
+    assigned_dt that day) read along each user's days, and each changed profile text encoded
+    once. Returns each day's figures."""
+    cfg = settings.groups
+    if latest_codebook(spark, settings, as_of=start) is None:
+        refit_codebooks(spark, settings, start)  # the first day ever, as the daily run does
+    version_of, books = _codebooks_by_day(spark, settings, start, end)
+    versions = spark.createDataFrame(list(version_of.items()), "dt string, codebook_version string")
+    profiles = (
+        tables.read_as_of_days(spark, tables.SILVER_USER_PROFILES, settings, start, end, ())
+        .select(
+            "user_id", F.col("as_of").alias("dt"),
+            F.col("input_fingerprint").alias("profile_fingerprint"),
+            F.col("source").alias("profile_source"), "profile_text",
+        )
+        .join(F.broadcast(versions), "dt")
+    )  # fmt: skip
+    key = ("profile_fingerprint", "profile_source", "codebook_version")
+    previous = _previous_groups(spark, settings, start)
+    if previous is None:
+        previous = spark.createDataFrame(
+            [], "user_id string, codes array<int>, profile_fingerprint string, "
+            "profile_source string, codebook_version string, assigned_dt string",
+        )  # fmt: skip
+    seed = previous.select(
+        "user_id", *[F.col(c).alias(f"seed_{c}") for c in (*key, "codes", "assigned_dt")]
+    )
+    days = Window.partitionBy("user_id").orderBy("dt")
+    same_as_before = [
+        F.when(F.col("dt") == start, F.col(f"seed_{c}")).otherwise(F.lag(c).over(days)) == F.col(c)
+        for c in key
+    ]
+    unchanged = F.coalesce(same_as_before[0] & same_as_before[1] & same_as_before[2], F.lit(False))
+    decided = (
+        profiles.join(seed, "user_id", "left")
+        .withColumn("changed", ~unchanged)
+        .withColumn(
+            "change_day",
+            F.last(F.when(F.col("changed"), F.col("dt")), ignorenulls=True).over(
+                days.rowsBetween(Window.unboundedPreceding, 0)
+            ),
+        )
+        .localCheckpoint(eager=True)
+    )
+    texts = decided.where("changed").select("profile_text", "codebook_version").distinct()
+    n_texts = texts.count()
+    coded = map_batches(
+        texts, _code_texts(books, cfg.profile_dim),
+        "profile_text string, codebook_version string, codes array<int>", n_texts, settings,
+    )  # fmt: skip
+    new_codes = (
+        decided.where("changed")
+        .join(coded, ["profile_text", "codebook_version"])
+        .select("user_id", F.col("dt").alias("change_day"), F.col("codes").alias("new_codes"))
+    )
+    assigned = decided.join(new_codes, ["user_id", "change_day"], "left").select(
+        "user_id", "dt", *key,
+        F.coalesce("new_codes", "seed_codes").alias("codes"),
+        F.coalesce("change_day", "seed_assigned_dt").alias("assigned_dt"),
+        "changed",
+    )  # fmt: skip
+    levels = max(len(b) for b in books.values())
+    groups, prior = _with_levels(assigned, levels, cfg.min_group_members)
+    out = groups.select(
+        "user_id",
+        *[F.try_element_at("codes", F.lit(s + 1)).alias(f"c{s + 1}") for s in range(3)],
+        "codes",
+        code_prefix("codes", levels).alias("leaf_group"),
+        prior.alias("prior_group"),
+        *key,
+        "assigned_dt",
+        "dt",
+    )
+    range_days = tables.day_range(start, end)
+    tables.replace_partition(out, tables.SILVER_USER_GROUPS, settings, range_days)
+    written = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(range_days)
+    figures = {
+        r["dt"]: {
+            "codebook_version": version_of[r["dt"]],
+            "users": int(r["users"]),
+            "leaf_groups": int(r["leaf_groups"]),
+        }
+        for r in written.groupBy("dt")
+        .agg(F.count(F.lit(1)).alias("users"), F.countDistinct("leaf_group").alias("leaf_groups"))
+        .collect()
+    }
+    for r in decided.groupBy("dt").agg(F.sum(F.col("changed").cast("long")).alias("n")).collect():
+        figures[r["dt"]]["assigned"] = int(r["n"])
+    for dt, n in build_group_priors(spark, settings, start, end).items():
+        figures[dt]["priors"] = n
+    step_log(__name__, "groups", f"{start}..{end}").info(
+        "users=%d assigned=%d over %d days; texts encoded=%d",
+        sum(f["users"] for f in figures.values()),
+        sum(f.get("assigned", 0) for f in figures.values()),
+        len(figures),
+        n_texts,
+    )
+    return figures

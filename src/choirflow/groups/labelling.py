@@ -15,15 +15,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.dates import day_offset, days_between
 from choirflow.groups.backends import backend_for, ensure_gguf, model_id
 from choirflow.groups.inputs import build_profile_inputs, profiles_as_of
 from choirflow.groups.profile import PROMPT_VERSION, fingerprint, template_profile
 from choirflow.logs import step_log
+from choirflow.spark import map_batches
 
 # The labelling output: silver.user_profiles' columns but its partition column.
 PROFILE_SCHEMA_DDL = ", ".join(
@@ -33,8 +35,9 @@ PROFILE_SCHEMA_DDL = ", ".join(
 )
 
 
-def _label_partition(settings: Settings, dt: str):
-    """mapInPandas body: rows flagged `call` go to the LLM, every row gets a profile."""
+def _label_partition(settings: Settings):
+    """mapInPandas body: rows flagged `call` go to the LLM, every row gets a profile, written
+    for the row's day `dt`."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -69,7 +72,7 @@ def _label_partition(settings: Settings, dt: str):
                         "llm_failures": int(row.llm_failures) + (1 if failed else 0),
                         "completion_tokens": outcome.completion_tokens if outcome else 0,
                         "llm_seconds": float(outcome.seconds) if outcome else 0.0,
-                        "updated_dt": dt,
+                        "updated_dt": row.dt,
                     }
                 )
             yield pd.DataFrame(rows)
@@ -94,7 +97,7 @@ def label_profiles(
     start = time.perf_counter()
     cfg = settings.groups
     model = model_id(settings)
-    inputs = _fingerprinted(build_profile_inputs(spark, settings, dt, everyone))
+    inputs = _fingerprinted(build_profile_inputs(spark, settings, dt, everyone=everyone))
     if tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
         previous = profiles_as_of(spark, settings, dt).select(
             "user_id",
@@ -152,7 +155,8 @@ def label_profiles(
         .join(chosen, "user_id", "left")
         .withColumn("call", F.coalesce("call", F.lit(False)))
         .withColumn("model", F.when(F.col("call"), F.lit(model)).otherwise(F.lit("template")))
-        .select("user_id", "input_fingerprint", "input_json", "model", "llm_failures", "call")
+        .select("user_id", "dt", "input_fingerprint", "input_json", "model", "llm_failures",
+                "call")
     )  # fmt: skip
     n_calls = work.where("call").count()
     if n_calls and cfg.backend == "llama_cpp":  # assemble the model once, before the executors
@@ -160,7 +164,7 @@ def label_profiles(
     partitions = max(1, min(n_calls, spark.sparkContext.defaultParallelism))
     labelled = (
         work.repartition(partitions, "user_id")
-        .mapInPandas(_label_partition(settings, dt), PROFILE_SCHEMA_DDL)
+        .mapInPandas(_label_partition(settings), PROFILE_SCHEMA_DDL)
         .localCheckpoint(eager=True)
     )
     written = labelled.count()
@@ -204,3 +208,135 @@ def label_profiles(
     shown = ("users_considered", "cache_hits", "calls", "failures", "template_profiles")
     step_log(__name__, "profiles", dt).info(" ".join(f"{k}={stats[k]}" for k in shown))
     return stats
+
+
+def _profile_chain(spark: SparkSession, settings: Settings, inputs: DataFrame, start: str,
+                   end: str) -> DataFrame:  # fmt: skip
+    """Each target (user, day) of the range beside what the daily run would have found in
+    silver.user_profiles on that day, with `written` (a new template profile) and
+    `cache_hit` (an LLM profile for these inputs stands).
+
+    Without LLM calls a day's decision depends only on the entry just before it, per user:
+    a stored profile (written before the range, or in it by an earlier run: kept or not by
+    the daily cache rule), or the target of an earlier day (which either wrote a profile of
+    its fingerprint or kept one that matched it): no day-by-day loop is needed."""
+    model = model_id(settings)
+    stored = (
+        tables.read(spark, tables.SILVER_USER_PROFILES, settings)
+        .where(tables.day_range(start, end))
+        .unionByName(profiles_as_of(spark, settings, day_offset(start, -1)))
+        .select(
+            "user_id", "dt", F.lit(0).alias("kind"), "input_fingerprint",
+            "source", "llm_fingerprint", "prompt_version", "model", "llm_failures",
+        )
+    ) if tables.exists(spark, tables.SILVER_USER_PROFILES, settings) else None  # fmt: skip
+    targets = inputs.select(
+        "user_id", "dt", F.lit(1).alias("kind"), "input_fingerprint",
+        *[F.lit(None).cast(t).alias(c) for c, t in (("source", "string"), (
+            "llm_fingerprint", "string"), ("prompt_version", "string"), ("model", "string"),
+            ("llm_failures", "int"))],
+    )  # fmt: skip
+    entries = targets if stored is None else targets.unionByName(stored)
+    order = Window.partitionBy("user_id").orderBy("dt", "kind")
+    before = {
+        c: F.lag(c).over(order)
+        for c in (
+            "kind",
+            "input_fingerprint",
+            "source",
+            "llm_fingerprint",
+            "prompt_version",
+            "model",
+        )
+    }
+    fp = F.col("input_fingerprint")
+    kept_stored = (
+        (before["source"] == "llm") & (before["llm_fingerprint"] == fp)
+        & (before["prompt_version"] == PROMPT_VERSION) & (before["model"] == model)
+    ) | (
+        (before["source"] == "template") & (before["input_fingerprint"] == fp)
+        & (before["prompt_version"] == PROMPT_VERSION)
+    )  # fmt: skip
+    written = (
+        F.when(before["kind"].isNull(), True)
+        .when(before["kind"] == 1, before["input_fingerprint"] != fp)
+        .otherwise(~F.coalesce(kept_stored, F.lit(False)))
+    )
+    segment = F.sum(1 - F.col("kind")).over(order.rowsBetween(Window.unboundedPreceding, 0))
+    chained = entries.withColumn("written", written).withColumn("_segment", segment)
+    in_segment = Window.partitionBy("user_id", "_segment").orderBy("dt", "kind")
+    stored_first = in_segment.rowsBetween(Window.unboundedPreceding, 0)
+    earlier = in_segment.rowsBetween(Window.unboundedPreceding, -1)
+    writes_before = F.sum(F.when((F.col("kind") == 1) & F.col("written"), 1).otherwise(0))
+    return (
+        chained.withColumn("_from_llm", F.first("source").over(stored_first) == "llm")
+        .withColumn("_failures", F.first("llm_failures").over(stored_first))
+        .withColumn("_writes_before", F.coalesce(writes_before.over(earlier), F.lit(0)))
+        .where(F.col("kind") == 1)
+        .select(
+            "user_id", "dt", "written",
+            (~F.col("written") & F.coalesce(F.col("_from_llm"), F.lit(False))
+             & (F.col("_writes_before") == 0)).alias("cache_hit"),
+            F.coalesce(F.col("_failures"), F.lit(0)).alias("llm_failures"),
+        )
+    )  # fmt: skip
+
+
+def label_profiles_days(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> list[dict[str, Any]]:
+    """label_profiles for every day of [start, end] in one pass, with no LLM call (a
+    backfill's default): each day keeps the profiles that stand for its inputs (an LLM
+    profile included) and writes template profiles for the rest, as the daily run with no
+    budget does. Returns each day's accounting, also stored in silver.profile_runs."""
+    t0 = time.perf_counter()
+    model = model_id(settings)
+    inputs = _fingerprinted(build_profile_inputs(spark, settings, start, end)).localCheckpoint(
+        eager=True
+    )
+    chain = _profile_chain(spark, settings, inputs, start, end)
+    decided = inputs.join(chain, ["user_id", "dt"]).localCheckpoint(eager=True)
+    work = decided.where("written").select(
+        "user_id", "dt", "input_fingerprint", "input_json",
+        F.lit("template").alias("model"), "llm_failures", F.lit(False).alias("call"),
+    )  # fmt: skip
+    n_written = work.count()
+    if n_written:
+        labelled = map_batches(work, _label_partition(settings), PROFILE_SCHEMA_DDL, n_written,
+                               settings)  # fmt: skip
+        tables.merge_upsert(
+            spark, labelled.withColumn("dt", F.col("updated_dt")), tables.SILVER_USER_PROFILES,
+            settings,
+        )  # fmt: skip
+    counts = {
+        r["dt"]: r
+        for r in decided.groupBy("dt")
+        .agg(
+            F.count(F.lit(1)).alias("considered"),
+            F.sum(F.col("cache_hit").cast("long")).alias("hits"),
+            F.sum(F.col("written").cast("long")).alias("written"),
+        )
+        .collect()
+    }
+    days = days_between(start, end)
+    seconds = round((time.perf_counter() - t0) / len(days), 2)
+    runs = []
+    for dt in days:
+        row = counts.get(dt)
+        runs.append({
+            "dt": dt, "model": model, "prompt_version": PROMPT_VERSION,
+            "users_considered": int(row["considered"]) if row else 0,
+            "cache_hits": int(row["hits"]) if row else 0, "calls": 0, "llm_profiles": 0,
+            "failures": 0, "template_profiles": int(row["written"]) if row else 0,
+            "completion_tokens": 0, "tokens_per_second": 0.0, "users_per_second": 0.0,
+            "seconds": seconds,
+        })  # fmt: skip
+    tables.replace_partition(
+        tables.SILVER_PROFILE_RUNS.frame(spark, runs), tables.SILVER_PROFILE_RUNS, settings,
+        tables.day_range(start, end),
+    )  # fmt: skip
+    shown = ("users_considered", "cache_hits", "template_profiles")
+    step_log(__name__, "profiles", f"{start}..{end}").info(
+        " ".join(f"{k}={sum(r[k] for r in runs)}" for k in shown)
+    )
+    return runs

@@ -179,7 +179,9 @@ def template_profile(inputs: dict[str, Any]) -> SemanticProfile:
     ]
     interests = (interests + [f"recently {c}" for c in recent[:1]])[:5] or ["browsing broadly"]
     tiers = [r["price_tier"] for r in long_term for _ in range(max(int(r["clicks"]), 1))]
-    tier = max(set(tiers), key=tiers.count) if tiers else "mid"
+    # Ties go to the tier met first (the strongest category's): a set's order changes with
+    # each process's string hashing, and the same inputs must give the same profile anywhere.
+    tier = max(dict.fromkeys(tiers), key=tiers.count) if tiers else "mid"
     activity = sum(int(r["clicks"]) for r in long_term)
     stage = "frequent" if activity >= 20 else "occasional" if activity >= 5 else "new or rare"
     return SemanticProfile(

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.dates import day_offset, days_between
-from choirflow.quality.gate import conclude, gate, validate_days
+from choirflow.quality.gate import conclude, gate_days, validate_days, validate_states
 from choirflow.quality.suites import (
     bronze_dimension_suite,
     bronze_events_suite,
@@ -51,16 +51,24 @@ def bronze_gate(
     tolerance = settings.quality.volume_tolerance
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
     prior = previous_counts(spark, settings, tables.BRONZE_EVENTS, start, end)
-    specs = {dt: bronze_events_suite(counts, tolerance) for dt, counts in prior.items()}
+    severity = settings.quality.volume_severity
+    specs = {dt: bronze_events_suite(counts, tolerance, severity) for dt, counts in prior.items()}
     reports = validate_days(settings, events, specs)
     for name, table in (
         ("items", tables.BRONZE_ITEM_HISTORY),
         ("users", tables.BRONZE_USER_HISTORY),
     ):
         as_of = tables.read_as_of_days(spark, table, settings, start, end)
+        delivered = _days_with(spark, tables.read(spark, table, settings), "dt", start, end)
         spec = bronze_dimension_suite(name)
-        reports += validate_days(settings, as_of, dict.fromkeys(prior, spec), "as_of")
+        reports += validate_states(settings, as_of, spec, list(prior), delivered, "as_of")
     return conclude(spark, settings, reports)
+
+
+def _days_with(spark: SparkSession, df, column: str, start: str, end: str) -> set[str]:
+    """The days of [start, end] on which df has rows (by `column`)."""
+    rows = df.where((F.col(column) >= start) & (F.col(column) <= end)).select(column)
+    return {r[0] for r in rows.distinct().collect()}
 
 
 def gold_gate(
@@ -84,23 +92,37 @@ def gold_gate(
             q.volume_tolerance,
             (q.ctr_min, q.ctr_max),
             groups_expected=first_groups is not None and first_groups < dt,
+            volume_severity=q.volume_severity,
         )  # fmt: skip
         for dt, counts in prior.items()
     }
     reports = validate_days(settings, samples, specs)
     if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
         days = tables.day_frame(spark, start, end)
-        embeddings = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings).join(
-            F.broadcast(days), F.col("updated_dt") <= F.col("day")
-        )
+        stored = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+        embeddings = stored.join(F.broadcast(days), F.col("updated_dt") <= F.col("day"))
+        updated = _days_with(spark, stored, "updated_dt", start, end)
         spec = item_embeddings_suite(settings.features.item_embedding_dim)
-        reports += validate_days(settings, embeddings, dict.fromkeys(prior, spec), "day")
+        reports += validate_states(settings, embeddings, spec, list(prior), updated, "day")
     return conclude(spark, settings, reports)
 
 
-def groups_gate(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
-    """silver.user_groups[dt] after assignment: coverage of every known user, code shape."""
-    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(F.col("dt") == dt)
-    users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).count()
-    spec = user_groups_suite(users, len(settings.groups.centroids))
-    return [gate(spark, settings, groups, spec, dt)]
+def groups_gate(
+    spark: SparkSession, settings: Settings, start: str, end: str | None = None
+) -> list[dict[str, Any]]:
+    """silver.user_groups of each day of [start, end] after assignment: coverage of every
+    user known that day, code shape."""
+    end = end or start
+    groups = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(
+        tables.day_range(start, end)
+    )
+    known = (
+        tables.read_as_of_days(spark, tables.BRONZE_USER_HISTORY, settings, start, end)
+        .groupBy("as_of")
+        .count()
+        .collect()
+    )
+    users = {r["as_of"]: int(r["count"]) for r in known}
+    stages = len(settings.groups.centroids)
+    specs = {dt: user_groups_suite(users.get(dt, 0), stages) for dt in days_between(start, end)}
+    return gate_days(spark, settings, groups, specs)

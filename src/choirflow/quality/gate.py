@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,6 +243,31 @@ def validate_days(
         for dt, spec in specs.items()
     ]
     prepared.unpersist()
+    return reports
+
+
+def validate_states(
+    settings: Settings,
+    df: DataFrame,
+    spec: SuiteSpec,
+    days: list[str],
+    changed: set[str],
+    day_column: str,
+) -> list[GateReport]:
+    """The suite on a state that changes only on some days (a catalogue as of each day):
+    validated on the first day and on each day in `changed`; every other day gets the
+    results of the last validated day before it, which checked the same rows, so
+    quality.results still holds every day (a long backfill skips one GX run per unchanged
+    day and table)."""
+    checked = sorted({days[0], *(d for d in changed if days[0] < d <= days[-1])})
+    frame = df.where(F.col(day_column).isin(checked))
+    validated = {r.dt: r for r in validate_days(settings, frame, dict.fromkeys(checked, spec),
+                                                 day_column)}  # fmt: skip
+    reports, last = [], validated[days[0]]
+    for dt in days:
+        last = validated.get(dt, last)
+        results = [replace(r, dt=dt) for r in last.results]
+        reports.append(last if last.dt == dt else replace(last, dt=dt, results=results))
     return reports
 
 
