@@ -361,17 +361,16 @@ def _code_texts(books: dict[str, list[np.ndarray]], dim: int):
     return run
 
 
-def assign_groups_days(
-    spark: SparkSession, settings: Settings, start: str, end: str
-) -> dict[str, dict[str, Any]]:
-    """assign_groups for every day of [start, end] in one pass: the daily rule (a user keeps
-    their codes while their profile and the codebook stay the same; new codes otherwise,
-    assigned_dt that day) read along each user's days, and each changed profile text encoded
-    once. Returns each day's figures."""
-    cfg = settings.groups
-    if latest_codebook(spark, settings, as_of=start) is None:
-        refit_codebooks(spark, settings, start)  # the first day ever, as the daily run does
-    version_of, books = _codebooks_by_day(spark, settings, start, end)
+# What a user's codes are carried on: unchanged from the day before, the codes stand.
+CARRY_KEY = ("profile_fingerprint", "profile_source", "codebook_version")
+
+
+def _carry_decisions(
+    spark: SparkSession, settings: Settings, start: str, end: str, version_of: dict[str, str]
+) -> DataFrame:
+    """Every (user, day) of [start, end] with a profile: `changed` when its carry key
+    differs from the day before (the last partition before start for the first day), and
+    `change_day`, the day of its last change in the range (null: the seed's codes stand)."""
     versions = spark.createDataFrame(list(version_of.items()), "dt string, codebook_version string")
     profiles = (
         tables.read_as_of_days(spark, tables.SILVER_USER_PROFILES, settings, start, end, ())
@@ -382,7 +381,6 @@ def assign_groups_days(
         )
         .join(F.broadcast(versions), "dt")
     )  # fmt: skip
-    key = ("profile_fingerprint", "profile_source", "codebook_version")
     previous = _previous_groups(spark, settings, start)
     if previous is None:
         previous = spark.createDataFrame(
@@ -390,29 +388,32 @@ def assign_groups_days(
             "profile_source string, codebook_version string, assigned_dt string",
         )  # fmt: skip
     seed = previous.select(
-        "user_id", *[F.col(c).alias(f"seed_{c}") for c in (*key, "codes", "assigned_dt")]
+        "user_id", *[F.col(c).alias(f"seed_{c}") for c in (*CARRY_KEY, "codes", "assigned_dt")]
     )
     days = Window.partitionBy("user_id").orderBy("dt")
-    same_as_before = [
+    same = [
         F.when(F.col("dt") == start, F.col(f"seed_{c}")).otherwise(F.lag(c).over(days)) == F.col(c)
-        for c in key
+        for c in CARRY_KEY
     ]
-    unchanged = F.coalesce(same_as_before[0] & same_as_before[1] & same_as_before[2], F.lit(False))
-    decided = (
+    unchanged = F.coalesce(same[0] & same[1] & same[2], F.lit(False))
+    last_change = F.last(F.when(F.col("changed"), F.col("dt")), ignorenulls=True)
+    return (
         profiles.join(seed, "user_id", "left")
         .withColumn("changed", ~unchanged)
-        .withColumn(
-            "change_day",
-            F.last(F.when(F.col("changed"), F.col("dt")), ignorenulls=True).over(
-                days.rowsBetween(Window.unboundedPreceding, 0)
-            ),
-        )
+        .withColumn("change_day", last_change.over(days.rowsBetween(Window.unboundedPreceding, 0)))
         .localCheckpoint(eager=True)
     )
+
+
+def _codes_of(
+    decided: DataFrame, books: dict[str, list[np.ndarray]], settings: Settings
+) -> tuple[DataFrame, int]:
+    """Each (user, day)'s codes: the changed profile texts encoded once each, the codes of
+    a user's last change carried to the days after it. Also how many texts were encoded."""
     texts = decided.where("changed").select("profile_text", "codebook_version").distinct()
     n_texts = texts.count()
     coded = map_batches(
-        texts, _code_texts(books, cfg.profile_dim),
+        texts, _code_texts(books, settings.groups.profile_dim),
         "profile_text string, codebook_version string, codes array<int>", n_texts, settings,
     )  # fmt: skip
     new_codes = (
@@ -421,40 +422,64 @@ def assign_groups_days(
         .select("user_id", F.col("dt").alias("change_day"), F.col("codes").alias("new_codes"))
     )
     assigned = decided.join(new_codes, ["user_id", "change_day"], "left").select(
-        "user_id", "dt", *key,
+        "user_id", "dt", *CARRY_KEY,
         F.coalesce("new_codes", "seed_codes").alias("codes"),
         F.coalesce("change_day", "seed_assigned_dt").alias("assigned_dt"),
         "changed",
     )  # fmt: skip
-    levels = max(len(b) for b in books.values())
-    groups, prior = _with_levels(assigned, levels, cfg.min_group_members)
+    return assigned, n_texts
+
+
+def _write_groups(
+    spark: SparkSession, settings: Settings, assigned: DataFrame, levels: int, start: str,
+    end: str,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """silver.user_groups of [start, end] in one commit; users, leaf groups and new codes
+    per day."""
+    groups, prior = _with_levels(assigned, levels, settings.groups.min_group_members)
     out = groups.select(
         "user_id",
         *[F.try_element_at("codes", F.lit(s + 1)).alias(f"c{s + 1}") for s in range(3)],
         "codes",
         code_prefix("codes", levels).alias("leaf_group"),
         prior.alias("prior_group"),
-        *key,
+        *CARRY_KEY,
         "assigned_dt",
         "dt",
     )
     range_days = tables.day_range(start, end)
     tables.replace_partition(out, tables.SILVER_USER_GROUPS, settings, range_days)
-    written = tables.read(spark, tables.SILVER_USER_GROUPS, settings).where(range_days)
     figures = {
-        r["dt"]: {
-            "codebook_version": version_of[r["dt"]],
-            "users": int(r["users"]),
-            "leaf_groups": int(r["leaf_groups"]),
-        }
-        for r in written.groupBy("dt")
+        r["dt"]: {"users": int(r["users"]), "leaf_groups": int(r["leaf_groups"])}
+        for r in tables.read(spark, tables.SILVER_USER_GROUPS, settings)
+        .where(range_days)
+        .groupBy("dt")
         .agg(F.count(F.lit(1)).alias("users"), F.countDistinct("leaf_group").alias("leaf_groups"))
         .collect()
     }
-    for r in decided.groupBy("dt").agg(F.sum(F.col("changed").cast("long")).alias("n")).collect():
+    for r in assigned.groupBy("dt").agg(F.sum(F.col("changed").cast("long")).alias("n")).collect():
         figures[r["dt"]]["assigned"] = int(r["n"])
+    return figures
+
+
+def assign_groups_days(
+    spark: SparkSession, settings: Settings, start: str, end: str
+) -> dict[str, dict[str, Any]]:
+    """assign_groups for every day of [start, end] in one pass: the daily rule (a user keeps
+    their codes while their profile and the codebook stay the same; new codes otherwise,
+    assigned_dt that day) read along each user's days, and each changed profile text encoded
+    once. Returns each day's figures."""
+    if latest_codebook(spark, settings, as_of=start) is None:
+        refit_codebooks(spark, settings, start)  # the first day ever, as the daily run does
+    version_of, books = _codebooks_by_day(spark, settings, start, end)
+    decided = _carry_decisions(spark, settings, start, end, version_of)
+    assigned, n_texts = _codes_of(decided, books, settings)
+    levels = max(len(b) for b in books.values())
+    figures = _write_groups(spark, settings, assigned, levels, start, end)
     for dt, n in build_group_priors(spark, settings, start, end).items():
         figures[dt]["priors"] = n
+    for dt, figure in figures.items():
+        figure["codebook_version"] = version_of[dt]
     step_log(__name__, "groups", f"{start}..{end}").info(
         "users=%d assigned=%d over %d days; texts encoded=%d",
         sum(f["users"] for f in figures.values()),

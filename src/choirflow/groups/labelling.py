@@ -210,6 +210,22 @@ def label_profiles(
     return stats
 
 
+def _stored_entries(spark: SparkSession, settings: Settings, start: str, end: str):
+    """The profiles a daily run of the range could meet (kind 0): each user's newest
+    before the range and every one written in it (by an earlier run); None before any."""
+    if not tables.exists(spark, tables.SILVER_USER_PROFILES, settings):
+        return None
+    return (
+        tables.read(spark, tables.SILVER_USER_PROFILES, settings)
+        .where(tables.day_range(start, end))
+        .unionByName(profiles_as_of(spark, settings, day_offset(start, -1)))
+        .select(
+            "user_id", "dt", F.lit(0).alias("kind"), "input_fingerprint",
+            "source", "llm_fingerprint", "prompt_version", "model", "llm_failures",
+        )
+    )  # fmt: skip
+
+
 def _profile_chain(spark: SparkSession, settings: Settings, inputs: DataFrame, start: str,
                    end: str) -> DataFrame:  # fmt: skip
     """Each target (user, day) of the range beside what the daily run would have found in
@@ -221,15 +237,7 @@ def _profile_chain(spark: SparkSession, settings: Settings, inputs: DataFrame, s
     the daily cache rule), or the target of an earlier day (which either wrote a profile of
     its fingerprint or kept one that matched it): no day-by-day loop is needed."""
     model = model_id(settings)
-    stored = (
-        tables.read(spark, tables.SILVER_USER_PROFILES, settings)
-        .where(tables.day_range(start, end))
-        .unionByName(profiles_as_of(spark, settings, day_offset(start, -1)))
-        .select(
-            "user_id", "dt", F.lit(0).alias("kind"), "input_fingerprint",
-            "source", "llm_fingerprint", "prompt_version", "model", "llm_failures",
-        )
-    ) if tables.exists(spark, tables.SILVER_USER_PROFILES, settings) else None  # fmt: skip
+    stored = _stored_entries(spark, settings, start, end)
     targets = inputs.select(
         "user_id", "dt", F.lit(1).alias("kind"), "input_fingerprint",
         *[F.lit(None).cast(t).alias(c) for c, t in (("source", "string"), (
@@ -238,17 +246,8 @@ def _profile_chain(spark: SparkSession, settings: Settings, inputs: DataFrame, s
     )  # fmt: skip
     entries = targets if stored is None else targets.unionByName(stored)
     order = Window.partitionBy("user_id").orderBy("dt", "kind")
-    before = {
-        c: F.lag(c).over(order)
-        for c in (
-            "kind",
-            "input_fingerprint",
-            "source",
-            "llm_fingerprint",
-            "prompt_version",
-            "model",
-        )
-    }
+    seen = ("kind", "input_fingerprint", "source", "llm_fingerprint", "prompt_version", "model")
+    before = {c: F.lag(c).over(order) for c in seen}
     fp = F.col("input_fingerprint")
     kept_stored = (
         (before["source"] == "llm") & (before["llm_fingerprint"] == fp)
