@@ -1,4 +1,5 @@
-"""The range engine against day-by-day runs, on MovieLens-100K's 213 real days.
+"""The range engine against day-by-day runs, on MovieLens-100K's real days (215 calendar
+days, 213 with ratings).
 
 Method. The MovieLens-100K files (`choirflow datasets fetch movielens-100k`) are imported
 into raw logs once. Range: `pipeline.backfill(first, last, ("ingest", "features"))` into a
