@@ -307,9 +307,11 @@ def _demo_dataset(name: str, models: list[str]) -> None:
 
 def _import_once(name: str, folder: Path, raw: Path) -> dict:
     """Import the data set into `raw` unless this very copy is there already."""
+    from choirflow.datasets import MANIFEST
     from choirflow.importers.movielens import import_movielens
 
-    source = (folder / "SOURCE.json").read_text() if (folder / "SOURCE.json").exists() else ""
+    manifest = folder / MANIFEST
+    source = manifest.read_text() if manifest.exists() else ""
     marker = raw / "imported.json"
     if marker.exists():
         seen = json.loads(marker.read_text())

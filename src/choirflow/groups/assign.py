@@ -54,12 +54,15 @@ def latest_codebook(
     if newest is None:
         return None
     version = newest[0]
-    frame = rows.where(F.col("codebook_version") == version).toPandas()
-    books = [
+    return version, _centroids(rows.where(F.col("codebook_version") == version).toPandas())
+
+
+def _centroids(rows: pd.DataFrame) -> list[np.ndarray]:
+    """One codebook version's rows as its stages' centroid matrices, in stage order."""
+    return [
         np.stack(part.sort_values("code")["centroid"].to_numpy()).astype(np.float32)
-        for _, part in frame.groupby("stage", sort=True)
+        for _, part in rows.groupby("stage", sort=True)
     ]
-    return version, books
 
 
 def refit_codebooks(spark: SparkSession, settings: Settings, dt: str) -> str:
@@ -329,13 +332,7 @@ def _codebooks_by_day(
         .where(F.col("codebook_version").isin(sorted(set(by_day.values()))))
         .toPandas()
     )
-    books = {
-        version: [
-            np.stack(part.sort_values("code")["centroid"].to_numpy()).astype(np.float32)
-            for _, part in rows.groupby("stage", sort=True)
-        ]
-        for version, rows in frame.groupby("codebook_version")
-    }
+    books = {version: _centroids(rows) for version, rows in frame.groupby("codebook_version")}
     return by_day, books
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from choirflow import tables
@@ -59,13 +59,13 @@ def bronze_gate(
         ("users", tables.BRONZE_USER_HISTORY),
     ):
         as_of = tables.read_as_of_days(spark, table, settings, start, end)
-        delivered = _days_with(spark, tables.read(spark, table, settings), "dt", start, end)
+        delivered = _days_with(tables.read(spark, table, settings), "dt", start, end)
         spec = bronze_dimension_suite(name)
         reports += validate_states(settings, as_of, spec, list(prior), delivered, "as_of")
     return conclude(spark, settings, reports)
 
 
-def _days_with(spark: SparkSession, df, column: str, start: str, end: str) -> set[str]:
+def _days_with(df: DataFrame, column: str, start: str, end: str) -> set[str]:
     """The days of [start, end] on which df has rows (by `column`)."""
     rows = df.where((F.col(column) >= start) & (F.col(column) <= end)).select(column)
     return {r[0] for r in rows.distinct().collect()}
@@ -101,7 +101,7 @@ def gold_gate(
         days = tables.day_frame(spark, start, end)
         stored = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
         embeddings = stored.join(F.broadcast(days), F.col("updated_dt") <= F.col("day"))
-        updated = _days_with(spark, stored, "updated_dt", start, end)
+        updated = _days_with(stored, "updated_dt", start, end)
         spec = item_embeddings_suite(settings.features.item_embedding_dim)
         reports += validate_states(settings, embeddings, spec, list(prior), updated, "day")
     return conclude(spark, settings, reports)
