@@ -42,3 +42,18 @@ def test_an_ignored_key_column_leaves_the_key_and_differences_still_show():
     with pytest.raises(TablesDiffer, match=r"\[metric='gauc'\].*v: 0.6 \| 0.5"):
         assert_tables_equal(left, right, table="gold.metrics", key=["run_id", "metric"],
                             ignore=["run_id"])  # fmt: skip
+
+
+def test_a_tolerance_forgives_float_noise_and_nothing_else():
+    """Vectors from one encoder in batches of different sizes differ in their last bits."""
+    expected = pd.DataFrame({"k": [1, 2], "v": [[0.25, -0.7590181], [1.0, 2.0]], "n": [3, 4]})
+    noisy = pd.DataFrame({"k": [1, 2], "v": [[0.25, -0.7590180], [1.0, 2.0]], "n": [3, 4]})
+    with pytest.raises(TablesDiffer, match=r"\[k=1\]"):
+        assert_tables_equal(expected, noisy, table="t", key=["k"])
+    assert_tables_equal(expected, noisy, table="t", key=["k"], tolerance=1e-5)
+    moved = noisy.assign(v=[[0.25, -0.7591], [1.0, 2.0]])
+    with pytest.raises(TablesDiffer, match=r"\[k=1\]"):
+        assert_tables_equal(expected, moved, table="t", key=["k"], tolerance=1e-5)
+    recounted = noisy.assign(n=[3, 5])
+    with pytest.raises(TablesDiffer, match=r"\[k=2\] expected \| actual: n: 4 \| 5"):
+        assert_tables_equal(expected, recounted, table="t", key=["k"], tolerance=1e-5)

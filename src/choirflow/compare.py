@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SHOWN_ROWS = 5
@@ -83,6 +84,34 @@ def _side_by_side(
     return lines
 
 
+def _close(a: Any, b: Any, tolerance: float) -> bool:
+    """Equal, or floats (alone or in arrays) within `tolerance` relative to their size."""
+    if isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
+        return abs(float(a) - float(b)) <= tolerance * max(1.0, abs(float(a)), abs(float(b)))
+    if hasattr(a, "__len__") and not isinstance(a, str | dict):
+        if not hasattr(b, "__len__") or len(a) != len(b):
+            return False
+        return all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    return _same(a, b)
+
+
+def _drop_close_pairs(diff: TableDiff, tolerance: float) -> None:
+    """Forget the differing rows whose counterpart under the same key differs only by float
+    noise (a batch of different size through the same encoder)."""
+    key = list(diff.key)
+    left, right = _records(diff.only_expected, key), _records(diff.only_actual, key)
+    close = {
+        k for k, row in left.items()
+        if k in right and all(_close(v, right[k].get(c), tolerance) for c, v in row.items())
+    }  # fmt: skip
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        keys = frame[key].apply(tuple, axis=1) if len(frame) else pd.Series(dtype=object)
+        return frame[~keys.isin(close)] if len(frame) else frame
+
+    diff.only_expected, diff.only_actual = keep(diff.only_expected), keep(diff.only_actual)
+
+
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(a == b) if not hasattr(a, "__len__") or isinstance(a, str) else _seq(a, b)
@@ -126,10 +155,12 @@ def table_diff(
     table: str,
     key: Sequence[str],
     ignore: Sequence[str] = (),
+    tolerance: float = 0.0,
 ) -> TableDiff:
     """What differs between two versions of a table (Spark DataFrames or pandas frames) over
     their common columns minus `ignore` (run ids, timestamps of the write). An ignored column
-    is dropped from the key too (gold.metrics is keyed by its run id)."""
+    is dropped from the key too (gold.metrics is keyed by its run id). With a `tolerance`,
+    rows of the same key whose floats differ by no more than it (relative) are equal."""
     key = tuple(k for k in key if k not in ignore)
     cols_e = [c for c in expected.columns if c not in ignore]
     cols_a = [c for c in actual.columns if c not in ignore]
@@ -150,11 +181,13 @@ def table_diff(
         extra_a = (a_count - e_count.reindex(a_count.index, fill_value=0)).clip(lower=0)
         diff.only_expected = e[e_keys.isin(extra_e[extra_e > 0].index)].head(1000)
         diff.only_actual = a[a_keys.isin(extra_a[extra_a > 0].index)].head(1000)
-        return diff
-    e, a = _comparable_spark(expected, common), _comparable_spark(actual, common)
-    diff.expected_rows, diff.actual_rows = e.count(), a.count()
-    diff.only_expected = e.exceptAll(a).limit(1000).toPandas()
-    diff.only_actual = a.exceptAll(e).limit(1000).toPandas()
+    else:
+        e, a = _comparable_spark(expected, common), _comparable_spark(actual, common)
+        diff.expected_rows, diff.actual_rows = e.count(), a.count()
+        diff.only_expected = e.exceptAll(a).limit(1000).toPandas()
+        diff.only_actual = a.exceptAll(e).limit(1000).toPandas()
+    if tolerance and key:
+        _drop_close_pairs(diff, tolerance)
     return diff
 
 
@@ -180,9 +213,10 @@ def assert_tables_equal(
     key: Sequence[str],
     ignore: Sequence[str] = (),
     limit: int = SHOWN_ROWS,
+    tolerance: float = 0.0,
 ) -> None:
     """Raise TablesDiffer naming the table, the key and the first differing rows."""
-    diff = table_diff(expected, actual, table=table, key=key, ignore=ignore)
+    diff = table_diff(expected, actual, table=table, key=key, ignore=ignore, tolerance=tolerance)
     if not diff.equal:
         raise TablesDiffer(diff.describe(limit))
 
@@ -195,9 +229,10 @@ def assert_warehouses_equal(
     *,
     where: Any = None,
     ignore: Sequence[str] = (),
+    tolerance: float = 0.0,
 ) -> None:
-    """Every listed table of two warehouses equal (optionally only the rows `where` selects);
-    all differing tables are named before failing."""
+    """Every listed table of two warehouses equal (optionally only the rows `where` selects,
+    floats within `tolerance`); all differing tables are named before failing."""
     from choirflow import tables
 
     problems = []
@@ -207,7 +242,7 @@ def assert_warehouses_equal(
         if where is not None:
             e, a = e.where(where), a.where(where)
         key = table.keys or tuple(c for c in e.columns if c not in ignore)[:3]
-        diff = table_diff(e, a, table=table.full_name, key=key, ignore=ignore)
+        diff = table_diff(e, a, table=table.full_name, key=key, ignore=ignore, tolerance=tolerance)
         if not diff.equal:
             problems.append(diff.describe())
     if problems:

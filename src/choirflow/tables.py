@@ -226,7 +226,8 @@ SILVER_USER_PROFILES = Table(
     "llm_seconds double, updated_dt string, dt string",
 )  # fmt: skip
 SILVER_PROFILE_RUNS = Table(
-    "silver", "profile_runs", ("dt",), (), "per-run LLM accounting: calls, hits, failures, tokens",
+    "silver", "profile_runs", ("dt",), ("dt",),
+    "per-run LLM accounting: calls, hits, failures, tokens",
     "cache_hits bigint, calls bigint, completion_tokens bigint, dt string, failures bigint, "
     "llm_profiles bigint, model string, prompt_version string, seconds double, "
     "template_profiles bigint, tokens_per_second double, users_considered bigint, "
@@ -262,7 +263,8 @@ GOLD_PROMOTIONS = Table(
     written_at="decided_at",
 )  # fmt: skip
 QUALITY_RESULTS = Table(
-    "quality", "results", ("dt",), (), "every GX check of every gate run",
+    "quality", "results", ("dt",), ("dt", "table", "expectation", "column"),
+    "every GX check of every gate run",
     "table string, expectation string, column string, severity string, success boolean, "
     "unexpected_count bigint, element_count bigint, observed string, examples array<string>, "
     "dt string, checked_at timestamp",
