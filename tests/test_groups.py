@@ -380,7 +380,7 @@ def test_group_priors_match_a_pandas_oracle(built, spark, settings, days):
 @pytest.mark.spark
 def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
     from choirflow import tables
-    from choirflow.groups.inputs import build_profile_inputs
+    from choirflow.groups.inputs import PRICE_DIGITS, build_profile_inputs
 
     dt = days[2]
     inputs = (
@@ -391,6 +391,7 @@ def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
     )
     items = tables.read_as_of(spark, tables.BRONZE_ITEM_HISTORY, settings, dt).toPandas()
     terciles = items.groupby("category_path")["price"].quantile([1 / 3, 2 / 3]).unstack()
+    terciles = terciles.round(PRICE_DIGITS)  # compared at the decimals the job keeps
     b = behaviors.merge(items[["item_id", "price"]], on="item_id", how="left")
     users = tables.read_as_of(spark, tables.BRONZE_USER_HISTORY, settings, dt).toPandas()
     assert set(inputs.index) == set(users["user_id"])
@@ -405,7 +406,9 @@ def test_profile_inputs_match_a_pandas_oracle(built, spark, settings, days):
         agg = agg.reset_index().sort_values(
             ["purchases", "clicks", "category"], ascending=[False, False, True]
         )
-        agg = agg.head(settings.groups.top_categories)
+        agg = agg.head(settings.groups.top_categories).assign(
+            price=lambda a: a.price.round(PRICE_DIGITS)
+        )
         low, high = (agg["category"].map(terciles[q]) for q in (1 / 3, 2 / 3))
         tier = np.where(
             agg["price"].isna() | low.isna(), "mid",

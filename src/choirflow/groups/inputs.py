@@ -18,6 +18,9 @@ from choirflow import tables
 from choirflow.config import Settings
 
 WINDOW_NAMES = ("short_term", "medium_term", "long_term")
+# Decimals prices and their means are kept to: the sum of doubles depends on the order Spark
+# adds them in, so comparisons are made on rounded values.
+PRICE_DIGITS = 6
 
 
 def days_back(day: Column, days: int) -> Column:
@@ -29,11 +32,12 @@ def category_price_terciles(
     spark: SparkSession, settings: Settings, start: str, end: str
 ) -> DataFrame:
     """category, dt, p33, p67: the thirds of each category's price range in the catalogue
-    as it stood at the end of each day of [start, end]."""
+    as it stood at the end of each day of [start, end] (rounded like the mean price they are
+    compared with)."""
     items = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end)
     return items.groupBy(F.col("category_path").alias("category"), F.col("as_of").alias("dt")).agg(
-        F.percentile("price", F.lit(1 / 3)).alias("p33"),
-        F.percentile("price", F.lit(2 / 3)).alias("p67"),
+        F.round(F.percentile("price", F.lit(1 / 3)), PRICE_DIGITS).alias("p33"),
+        F.round(F.percentile("price", F.lit(2 / 3)), PRICE_DIGITS).alias("p67"),
     )
 
 
@@ -59,8 +63,7 @@ def build_user_category_daily(
         .agg(
             count("click").alias("clicks"),
             count("conversion").alias("purchases"),
-            # Rounded: a sum of doubles depends on the order Spark adds them in.
-            F.round(F.sum("price"), 6).alias("price_sum"),
+            F.round(F.sum("price"), PRICE_DIGITS).alias("price_sum"),
             F.count("price").cast("long").alias("priced"),
         )
     )  # fmt: skip
@@ -104,7 +107,9 @@ def window_summary(
         .agg(
             F.sum("clicks").alias("clicks"),
             F.sum("purchases").alias("purchases"),
-            (F.sum("price_sum") / F.sum("priced")).alias("mean_price"),
+            # Rounded: a user whose mean sits exactly on a third (two items, clicked 2:1)
+            # would otherwise change tier with the order Spark adds the days in.
+            F.round(F.sum("price_sum") / F.sum("priced"), PRICE_DIGITS).alias("mean_price"),
         )
         .join(F.broadcast(terciles), ["category", "dt"], "left")
     )

@@ -10,7 +10,13 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.dates import day_offset, days_between
-from choirflow.quality.gate import conclude, gate_days, validate_days, validate_states
+from choirflow.quality.gate import (
+    GateReport,
+    conclude,
+    gate_days,
+    validate_days,
+    validate_states,
+)
 from choirflow.quality.suites import (
     bronze_dimension_suite,
     bronze_events_suite,
@@ -98,13 +104,24 @@ def gold_gate(
     }
     reports = validate_days(settings, samples, specs)
     if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
-        days = tables.day_frame(spark, start, end)
-        stored = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
-        embeddings = stored.join(F.broadcast(days), F.col("updated_dt") <= F.col("day"))
-        updated = _days_with(stored, "updated_dt", start, end)
-        spec = item_embeddings_suite(settings.features.item_embedding_dim)
-        reports += validate_states(settings, embeddings, spec, list(prior), updated, "day")
+        reports += _item_embedding_reports(spark, settings, start, end, list(prior))
     return conclude(spark, settings, reports)
+
+
+def _item_embedding_reports(
+    spark: SparkSession, settings: Settings, start: str, end: str, days: list[str]
+) -> list[GateReport]:
+    """The vectors of every item in the catalogue as of each day. The table keeps one
+    vector per item, so a day is checked with the items known by then and their current
+    vectors: a backfill that re-encodes an item later in its chunk checks the same rows a
+    daily run did (a daily run has no later vector yet)."""
+    stored = tables.read(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+    known = tables.read_as_of_days(spark, tables.BRONZE_ITEM_HISTORY, settings, start, end)
+    embeddings = stored.join(known.select("item_id", F.col("as_of").alias("day")), "item_id")
+    history = tables.read(spark, tables.BRONZE_ITEM_HISTORY, settings)
+    changed = _days_with(stored, "updated_dt", start, end) | _days_with(history, "dt", start, end)
+    spec = item_embeddings_suite(settings.features.item_embedding_dim)
+    return validate_states(settings, embeddings, spec, days, changed, "day")
 
 
 def groups_gate(
