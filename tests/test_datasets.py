@@ -76,9 +76,10 @@ def test_the_real_movielens_100k_import_reconciles(movielens_100k, tmp_path):
 
 @pytest.mark.spark
 def test_the_first_real_days_reach_gold_with_each_users_history(movielens_100k, spark, tmp_path):
-    """The first ten days of the real ratings: nine built by the range engine in two chunks,
-    the tenth trained. Gold reconciles with the ratings, and each sampled user's sequences
-    equal a plain recomputation from the ratings (a click is a 4 or 5 one second later)."""
+    """The first ten days of the real ratings: nine built by the range engine in one chunk
+    (chunk boundaries: tests/test_range_engine.py), the tenth trained. Gold reconciles with
+    the ratings, and each sampled user's sequences equal a plain recomputation from the
+    ratings (a click is a 4 or 5 one second later)."""
     from choirflow import pipeline, tables
     from choirflow.config import load_settings
     from choirflow.dates import day_offset
@@ -95,14 +96,11 @@ def test_the_first_real_days_reach_gold_with_each_users_history(movielens_100k, 
             "CHOIRFLOW__PATHS__REPORTS": str(tmp_path / "reports"),
             "CHOIRFLOW__PATHS__JARS": load_settings().jars_dir,
             "CHOIRFLOW__GROUPS__BACKEND": "template",  # LLM backends: tests/test_groups.py
-            "CHOIRFLOW__BACKFILL__CHUNK_DAYS": "5",
             "CHOIRFLOW__QUALITY__VOLUME_SEVERITY": "soft",  # real days swing widely
         }
     )
     results = pipeline.run_range(first, last, settings, train_from=last)
-    assert [(r["start"], r["end"]) for r in results[:2]] == [
-        (first, day_offset(first, 4)), (day_offset(first, 5), day_offset(first, 8)),
-    ]  # fmt: skip
+    assert [(r["start"], r["end"]) for r in results[:-1]] == [(first, day_offset(first, 8))]
     assert results[-1]["train_and_evaluate"]["status"] == "trained"
 
     ratings, _, _ = read_movielens(movielens_100k)
