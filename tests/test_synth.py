@@ -133,3 +133,42 @@ def test_the_quality_world_puts_the_oracle_within_reach_and_the_demo_world_does_
     determines the planted structure; on the demo world hidden state keeps the oracle away."""
     assert _oracle_minus_history_bound("quality") < 0.01
     assert _oracle_minus_history_bound("demo") > 0.02
+
+
+def test_worlds_without_delays_are_as_they_were():
+    """Golden value: the delay options draw nothing unless set, so the tiny world (and the
+    demo's, the benchmarks') keeps every event it had before they existed."""
+    import hashlib
+
+    events = generate_world(PRESETS["tiny"]).events
+    digest = hashlib.sha256(events.to_csv(index=False).encode()).hexdigest()[:16]
+    assert (len(events), digest) == (11553, "0e5d76d153d9356a")
+
+
+def test_the_delayed_world_converts_days_later_and_holds_events_back():
+    world = generate_world(preset("delayed", users=400, days=6))
+    cfg, ev, oracle = world.config, world.events, world.oracle_impressions
+    # Conversions: a long tail of days, never past the window.
+    converted = oracle[oracle["converted"]]
+    delay = converted["conversion_time"] - converted["click_time"]
+    assert len(converted) > 200 and delay.min() > pd.Timedelta(0)
+    assert delay.max() <= pd.Timedelta(hours=cfg.conversion_window_hours)
+    assert (delay > pd.Timedelta(days=1)).mean() > 0.2
+    # Arrivals: about 5% of clicks and conversions land one to three days after their day;
+    # impressions never a day late.
+    days_late = (pd.to_datetime(ev["dt"]).dt.date - ev["event_time"].dt.date).map(lambda d: d.days)
+    followers = ev["event_type"] != "impression"
+    assert days_late[~followers].max() <= 1  # hours late may cross midnight
+    held = days_late[followers]
+    assert 0.03 < (held >= 1).mean() < 0.08 and held.max() == 3 and held.min() == 0
+    # The oracle keeps each event's true time, arrival day and label.
+    for kind in ("click", "conversion"):
+        mine = ev[ev["event_type"] == kind].merge(
+            ev[ev["event_type"] == "impression"][["request_id", "item_id", "event_id"]],
+            on=["request_id", "item_id"], suffixes=("", "_impression"),
+        ).set_index("event_id_impression")  # fmt: skip
+        truth = oracle.set_index("event_id").loc[mine.index]
+        assert (truth[f"{kind}_time"] == mine["event_time"]).all()
+        assert (truth[f"{kind}_arrival_dt"] == mine["dt"]).all()
+    assert oracle["converted"].sum() == (ev["event_type"] == "conversion").sum()
+    assert world.summary["conversions_after_the_click_day"] > 0.3 * len(converted)

@@ -68,9 +68,18 @@ class WorldConfig:
     w_affinity: float = 0.9
     item_bias_sd: float = 0.4
     position_bias: tuple[float, ...] = (0.0, -0.15, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8)
-    # Conversion model (given a click).
+    # Conversion model (given a click). The delay from click to conversion is exponential
+    # with this mean, or lognormal with this mean when a sigma is set (a long tail of
+    # conversions days later), and never longer than the window.
     conversion_bias: float = -1.6
     conversion_window_hours: float = 6.0
+    conversion_delay_mean_hours: float = 0.5
+    conversion_delay_sigma: float = 0.0
+    # A share of clicks and conversions delivered whole days after they happen (a logging
+    # pipeline that holds them back): arrival day = event day + a day count drawn uniformly
+    # from late_arrival_days. Impressions always arrive the day they happen (or hours late).
+    late_arrival_rate: float = 0.0
+    late_arrival_days: tuple[int, int] = (1, 3)
 
     @property
     def fine_groups(self) -> int:
@@ -84,6 +93,19 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     "tiny": WorldConfig(users=300, items=160, days=4, sessions_median=0.6, sessions_sigma=1.0),
+    # Delayed labels: conversions up to four days after their click (median about 9 hours,
+    # nearly half of them on a later day), and 5% of clicks and conversions delivered one to
+    # three days late.
+    "delayed": WorldConfig(
+        users=2000,
+        items=800,
+        days=14,
+        sessions_median=0.4,
+        conversion_window_hours=96.0,
+        conversion_delay_mean_hours=18.0,
+        conversion_delay_sigma=1.2,
+        late_arrival_rate=0.05,
+    ),
     "demo": WorldConfig(),
     # The world benchmarks/quality_world.py measures learning on: users active enough (about
     # 2 sessions a day, still a long low-activity tail) that the planted structure can be
@@ -124,6 +146,50 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _conversion_delays(cfg: WorldConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Seconds from click to conversion. The exponential draw is the one worlds made before
+    the lognormal option existed used, so they stay as they were."""
+    mean = cfg.conversion_delay_mean_hours * 3600
+    if cfg.conversion_delay_sigma <= 0:
+        return rng.exponential(mean, size=n)
+    sigma = cfg.conversion_delay_sigma
+    return rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, size=n)
+
+
+def _held_back(
+    cfg: WorldConfig,
+    rng: np.random.Generator,
+    kinds: np.ndarray,
+    event_ts: np.ndarray,
+    lag: np.ndarray,
+) -> np.ndarray:
+    """Arrival lags with a share of clicks and conversions held back whole days: they land
+    at a random time of the day `late_arrival_days` after the event's day. No draw at all
+    without a rate, so worlds without late arrivals stay as they were."""
+    if cfg.late_arrival_rate <= 0:
+        return lag
+    held = (kinds != "impression") & (rng.random(len(kinds)) < cfg.late_arrival_rate)
+    low, high = cfg.late_arrival_days
+    days = rng.integers(low, high + 1, size=int(held.sum()))
+    day_start = np.floor(event_ts[held] / 86400) * 86400
+    arrival = day_start + days * 86400 + rng.uniform(0, 86400 - 1, size=len(days))
+    out = lag.copy()
+    out[held] = arrival - event_ts[held]
+    return out
+
+
+def _true_outcomes(events: pd.DataFrame, n_rows: int, converted: np.ndarray) -> dict:
+    """Per impression row: the true labels and when the click and the conversion happened
+    and arrived (NaT / None where there is none), whatever a pipeline later makes of them."""
+    out: dict[str, np.ndarray] = {"converted": converted}
+    for kind in ("click", "conversion"):
+        part = events[events["event_type"] == kind].set_index("row")
+        rows = np.arange(n_rows)
+        out[f"{kind}_time"] = part["event_time"].reindex(rows).to_numpy()
+        out[f"{kind}_arrival_dt"] = part["dt"].reindex(rows).to_numpy()
+    return out
 
 
 def _make_users(cfg: WorldConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
@@ -324,7 +390,7 @@ def generate_world(cfg: WorldConfig) -> World:
     surface = np.asarray(SURFACES)[rng.integers(0, 3, size=n_sessions)].repeat(k)
     click_time = rows_click_time
     conv_time = click_time + np.minimum(
-        rng.exponential(1800, size=len(rows_time)), cfg.conversion_window_hours * 3600 - 60
+        _conversion_delays(cfg, rng, len(rows_time)), cfg.conversion_window_hours * 3600 - 60
     )
     frames = []
     for kind, mask, times in (
@@ -352,6 +418,7 @@ def generate_world(cfg: WorldConfig) -> World:
     lag = rng.exponential(2.0, size=len(events))
     late = rng.random(len(events)) < cfg.late_event_rate
     lag[late] += rng.uniform(3600, 6 * 3600, size=late.sum())
+    lag = _held_back(cfg, rng, events["event_type"].to_numpy(), events["event_ts"].to_numpy(), lag)
     events["event_id"] = [f"e{i:010d}" for i in range(len(events))]
     events["user_id"] = users["user_id"].to_numpy()[events["user_idx"]]
     events["item_id"] = items["item_id"].to_numpy()[events["item_idx"]]
@@ -367,6 +434,7 @@ def generate_world(cfg: WorldConfig) -> World:
     oracle = pd.DataFrame(
         {
             "event_id": imp.loc[np.arange(len(rows_time)), "event_id"].to_numpy(),
+            **_true_outcomes(events, len(rows_time), converted),
             "p_click": p_click,
             "p_click_group": p_click_group,
             "p_convert_given_click": p_convert,
@@ -438,6 +506,12 @@ def summarize(world: World) -> dict:
         "cvr": round(n_conv / max(n_click, 1), 4),
         "users_by_activity_bucket": {b: int(buckets.get(b, 0)) for b in ACTIVITY_BUCKETS},
         "late_events": int((ev["ingestion_time"].dt.date != ev["event_time"].dt.date).sum()),
+        # Labels a same-day rule misses: conversions on a later day than their click, and
+        # clicks or conversions delivered a later day than they happened.
+        "conversions_after_the_click_day": _later_day_conversions(world.oracle_impressions),
+        "days_late_events": int(
+            ((ev["ingestion_time"] - ev["event_time"]) >= pd.Timedelta(days=1)).sum()
+        ),
         "oracle_auc": _auc(
             world.oracle_impressions["clicked"], world.oracle_impressions["p_click"]
         ),
@@ -445,6 +519,12 @@ def summarize(world: World) -> dict:
             world.oracle_impressions["clicked"], world.oracle_impressions["p_click_group"]
         ),
     }
+
+
+def _later_day_conversions(oracle: pd.DataFrame) -> int:
+    converted = oracle[oracle["converted"]]
+    later = converted["conversion_time"].dt.date > converted["click_time"].dt.date
+    return int(later.sum())
 
 
 def _auc(labels: pd.Series, scores: pd.Series) -> float:
