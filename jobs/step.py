@@ -12,6 +12,7 @@ import json
 import sys
 
 from choirflow.config import load_settings
+from choirflow.lock import WarehouseBusy, warehouse_lock
 from choirflow.logs import configure
 from choirflow.quality.gate import QualityGateError
 from choirflow.spark import get_spark
@@ -32,13 +33,14 @@ if __name__ == "__main__":
         if args.refit or args.relabel_all:
             if args.step != "user_groups":
                 parser.error("--refit and --relabel-all apply to --step user_groups")
-            result = user_groups(
-                get_spark(settings), settings, args.dt, args.dt, {},
-                refit=args.refit, relabel_all=args.relabel_all,
-            )  # fmt: skip
+            with warehouse_lock(settings, f"step user_groups {args.dt} (refresh)"):
+                result = user_groups(
+                    get_spark(settings), settings, args.dt, args.dt, {},
+                    refit=args.refit, relabel_all=args.relabel_all,
+                )  # fmt: skip
         else:
             result = run_step(args.step, args.dt, settings)
-    except QualityGateError as failure:
+    except (QualityGateError, WarehouseBusy) as failure:
         print(str(failure), file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result, default=str))

@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +33,7 @@ def _logging() -> None:
 
 @app.command()
 def synth(
-    preset: Annotated[str, typer.Option(help="tiny | demo")] = "demo",
+    preset: Annotated[str, typer.Option(help="tiny | demo | quality | delayed")] = "demo",
     out: Annotated[
         Path | None, typer.Option(help="output folder (default: parent of paths.raw)")
     ] = None,
@@ -74,7 +76,8 @@ def run(
     """Run the daily steps for each day in order, in this process (development)."""
     from choirflow import pipeline
 
-    _echo_days(pipeline.run_range(start, end))
+    with _one_writer():
+        _echo_days(pipeline.run_range(start, end))
 
 
 @app.command()
@@ -93,7 +96,20 @@ def backfill(
     from choirflow import pipeline
 
     steps = tuple(s.strip() for s in tables.split(",") if s.strip())
-    _echo_days(pipeline.backfill(start, end, steps, llm_budget=llm_budget))
+    with _one_writer():
+        _echo_days(pipeline.backfill(start, end, steps, llm_budget=llm_budget))
+
+
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    """Another run holding the warehouse: its message and exit status 2, no traceback."""
+    from choirflow.lock import WarehouseBusy
+
+    try:
+        yield
+    except WarehouseBusy as busy:
+        typer.echo(str(busy), err=True)
+        raise typer.Exit(2) from None
 
 
 def _echo_days(results: list[dict]) -> None:
@@ -239,7 +255,8 @@ def demo(
     from choirflow.config import load_settings
 
     if dataset:
-        _demo_dataset(dataset, [m.strip() for m in models.split(",") if m.strip()])
+        with _one_writer():
+            _demo_dataset(dataset, [m.strip() for m in models.split(",") if m.strip()])
         return
 
     # A small daily budget keeps the demo short on a CPU; Airflow's subprocess inherits it.
@@ -255,7 +272,8 @@ def demo(
     in_process = [d for d in days if d not in through_airflow]
     train_from = days[-trained_days] if 0 < trained_days <= len(days) else None
     if in_process:
-        _run_in_process(in_process, train_from, settings)
+        with _one_writer():
+            _run_in_process(in_process, train_from, settings)
     for day in through_airflow:
         _run_through_airflow(day, settings)
     typer.echo(f"==> pipeline finished in {time.perf_counter() - t0:.0f}s")

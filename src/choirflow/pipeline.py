@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from choirflow.config import Settings, load_settings
 from choirflow.dates import chunks, days_between
+from choirflow.lock import warehouse_lock
 from choirflow.logs import step_log
 from choirflow.spark import get_spark
 from choirflow.steps import DAILY_STEPS, FEATURE_STEPS, Step, timed_run
@@ -37,10 +38,11 @@ def run_steps(
     spark = get_spark(settings)
     done = dict(done or {})
     seconds: dict[str, float] = {}
-    for step in steps:
-        t0 = time.perf_counter()
-        done[step.name] = timed_run(step, spark, settings, dt, done)
-        seconds[step.name] = round(time.perf_counter() - t0, 1)
+    with warehouse_lock(settings, f"day {dt}"):
+        for step in steps:
+            t0 = time.perf_counter()
+            done[step.name] = timed_run(step, spark, settings, dt, done)
+            seconds[step.name] = round(time.perf_counter() - t0, 1)
     return done, seconds
 
 
@@ -49,6 +51,13 @@ def run_chunks(
 ) -> list[dict[str, Any]]:
     """`steps` over [start, end], chunk by chunk; one result per chunk with each step's
     result and seconds. A step that raises stops the run: earlier chunks stay committed."""
+    with warehouse_lock(settings, f"range {start}..{end}"):
+        return _run_chunks(start, end, settings, steps)
+
+
+def _run_chunks(
+    start: str, end: str, settings: Settings, steps: tuple[Step, ...]
+) -> list[dict[str, Any]]:
     spark = get_spark(settings)
     out = []
     parts = chunks(start, end, settings.backfill.chunk_days)
@@ -118,14 +127,15 @@ def run_range(
     days = days_between(start, end)
     warm_up = [d for d in days if train_from is not None and d < train_from]
     out: list[dict[str, Any]] = []
-    if warm_up:
-        data_steps = tuple(s for s in DAILY_STEPS if s.kind == "data")
-        out += run_chunks(warm_up[0], warm_up[-1], settings, data_steps)
-    for dt in days[len(warm_up) :]:
-        t0 = time.perf_counter()
-        result = run_day(dt, settings)
-        result["seconds"] = round(time.perf_counter() - t0, 1)
-        out.append(result)
+    with warehouse_lock(settings, f"range {start}..{end}"):  # held between the days too
+        if warm_up:
+            data_steps = tuple(s for s in DAILY_STEPS if s.kind == "data")
+            out += run_chunks(warm_up[0], warm_up[-1], settings, data_steps)
+        for dt in days[len(warm_up) :]:
+            t0 = time.perf_counter()
+            result = run_day(dt, settings)
+            result["seconds"] = round(time.perf_counter() - t0, 1)
+            out.append(result)
     return out
 
 

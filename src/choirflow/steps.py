@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.config import Settings
 from choirflow.dates import days_between
+from choirflow.lock import warehouse_lock
 from choirflow.logs import step_log
 from choirflow.spark import get_spark
 
@@ -360,5 +362,9 @@ def timed_run(step_: Step, spark: SparkSession, settings: Settings, dt: str, don
 
 
 def run_step(name: str, dt: str, settings: Settings, done: Done | None = None) -> Any:
-    """Run one registered step for day dt (the entry point of jobs and DAG tasks)."""
-    return timed_run(step(name), get_spark(settings), settings, dt, done or {})
+    """Run one registered step for day dt (the entry point of jobs and DAG tasks), holding
+    the warehouse's writer lock if it writes tables."""
+    step_ = step(name)
+    guard = warehouse_lock(settings, f"step {name} {dt}") if step_.writes else nullcontext()
+    with guard:
+        return timed_run(step_, get_spark(settings), settings, dt, done or {})
