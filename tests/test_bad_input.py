@@ -108,6 +108,42 @@ def test_bad_missing_ids(spark, settings):
     assert reasons == ["missing:item_id", "missing:user_id"]
 
 
+def test_bad_blank_or_spaced_ids(spark, settings):
+    """Ids must be non-empty after trimming (Unicode spaces included) and hold no whitespace
+    or control characters; each broken rule is named."""
+    dt = _new_day()
+    lines = [
+        _event(dt, 1, event_id="   "),
+        _event(dt, 2, user_id=""),
+        _event(dt, 3, item_id="\u00a0\t"),
+        _event(dt, 4, request_id="r 4"),
+        _event(dt, 5, user_id="u5\u0007"),
+    ]
+    counts, reasons, _ = _ingest_events(spark, settings, dt, lines)
+    assert reasons == ["bad_characters:request_id", "bad_characters:user_id", "blank:event_id",
+                       "blank:item_id", "blank:user_id"]  # fmt: skip
+    assert counts.bronze_rows == 1
+
+
+def test_bad_blank_optional_strings_are_read_as_null(spark, settings):
+    """Blank optional strings are absent, not values: the row is kept with nulls. A blank
+    required string (a title) quarantines its row; so does a blank catalogue key."""
+    dt = _new_day()
+    _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, device=" ", surface="")])
+    assert reasons == []
+    kept = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
+        (F.col("dt") == dt) & (F.col("event_id") == f"{dt}-e1")
+    )
+    assert [(r.device, r.surface) for r in kept.collect()] == [(None, None)]
+    _write(settings, "items", dt, [_item(dt, 1, brand="  "), _item(dt, 2, title=" \n "),
+                                   _item(dt, 3, item_id=" ")])  # fmt: skip
+    counts = ingest_dimension(spark, settings, "items", dt)
+    assert counts.reconciles and counts.bronze_rows == 1
+    assert _quarantine(spark, settings, dt, "raw_items") == ["blank:item_id", "blank:title"]
+    history = tables.read(spark, tables.BRONZE_ITEM_HISTORY, settings).where(F.col("dt") == dt)
+    assert [(r.item_id, r.brand) for r in history.collect()] == [("bad-i1", None)]
+
+
 def test_bad_unknown_event_types(spark, settings):
     dt = _new_day()
     _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, event_type="purchase")])

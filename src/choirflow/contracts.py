@@ -47,6 +47,8 @@ class Column:
     max_length: int | None = None
     max_items: int | None = None
     width: int | None = None
+    # An id (a key or a reference to one): never blank, no whitespace or control characters.
+    identifier: bool = False
 
     @property
     def spark_type(self) -> T.DataType:

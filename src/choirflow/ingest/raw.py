@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.config import Settings
+from choirflow.contracts import Column as ContractColumn
 from choirflow.contracts import Contract, load_contract
 from choirflow.dates import day_offset, days_between
 from choirflow.logs import step_log
@@ -26,6 +27,8 @@ from choirflow.logs import step_log
 MAX_EVENT_AGE_DAYS = 30
 MAX_CLOCK_SKEW_MINUTES = 10
 DEDUP_LOOKBACK_DAYS = 3
+# Empty or whitespace only, Unicode spaces included (Java regex, UNICODE_CHARACTER_CLASS).
+BLANK = r"(?U)^\s*$"
 
 
 @dataclass
@@ -73,6 +76,32 @@ def _read_days(
     return lines.select("value", day.alias("dt"))
 
 
+def _blank(text: SparkColumn) -> SparkColumn:
+    """Empty or whitespace only (Unicode whitespace included)."""
+    return text.rlike(BLANK)
+
+
+def _string_checks(col: ContractColumn, raw: SparkColumn, present: SparkColumn) -> list:
+    """A required string may not be blank; an id may not hold whitespace or control
+    characters anywhere (a blank optional string was read as null before the checks)."""
+    checks = []
+    if not col.nullable:
+        checks.append(F.when(present & _blank(raw), F.lit(f"blank:{col.name}")))
+    if col.identifier:
+        odd = present & ~_blank(raw) & raw.rlike(r"(?U)[\s\p{Cntrl}]")
+        checks.append(F.when(odd, F.lit(f"bad_characters:{col.name}")))
+    return checks
+
+
+def blank_strings_to_null(contract: Contract, typed: SparkColumn) -> SparkColumn:
+    """The contract's rule for optional strings: blank means absent."""
+    for col in contract.columns:
+        if col.type == "string" and col.nullable:
+            value = typed[col.name]
+            typed = typed.withField(col.name, F.when(~_blank(value), value))
+    return typed
+
+
 def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) -> list[SparkColumn]:
     """One `when(broken, rule name)` per contract check, in the order they are reported."""
     checks = []
@@ -84,6 +113,9 @@ def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) ->
         present = raw.isNotNull() & (F.lower(raw) != "null")
         if not col.nullable:
             checks.append(F.when(~present, F.lit(f"missing:{col.name}")))
+        if col.type == "string":
+            checks += _string_checks(col, raw, present)
+            present = present & ~_blank(raw)  # blank: judged above, or read as null
         checks.append(F.when(present & value.isNull(), F.lit(f"wrong_type:{col.name}")))
         if col.allowed is not None:
             allowed = [str(a) for a in col.allowed]
@@ -144,10 +176,10 @@ def validate(lines: DataFrame, contract: Contract, extra_checks: bool) -> DataFr
         "dt",
         F.col("value").alias("raw_record"),
         fields.alias("fields"),
-        F.from_json(
+        blank_strings_to_null(contract, F.from_json(
             "value", contract.spark_schema(), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSS]XXX"}
-        ).alias("typed"),
-    )
+        )).alias("typed"),
+    )  # fmt: skip
     checks = _rule_checks(contract, F.col("typed"), F.col("fields"))
     # A line with bytes that are not UTF-8 is not trusted, whatever else parses in it.
     checks.insert(0, F.when(~F.expr("is_valid_utf8(raw_record)"), F.lit("invalid_utf8")))
