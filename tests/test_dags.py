@@ -60,7 +60,9 @@ def test_daily_schedule_is_a_utc_data_interval(dagbag):
 def test_daily_dag_follows_the_step_registry(dagbag):
     """Every registered daily step is a task of choirflow_daily waiting on exactly the steps
     the registry names, and no task is outside the registry; Spark steps run jobs/step.py
-    with their own step name. The same for choirflow_quality."""
+    with their own step name; the steps that hold the writer lock outside Airflow are those
+    that hold the warehouse pool inside it. The same for choirflow_quality."""
+    from choirflow.pools import WAREHOUSE_POOL
     from choirflow.steps import DAILY_STEPS, QUALITY_STEPS
 
     for dag_id, registry in (
@@ -72,6 +74,7 @@ def test_daily_dag_follows_the_step_registry(dagbag):
         for step in registry:
             task = dag.get_task(step.name)
             assert task.upstream_task_ids == set(step.after), (dag_id, step.name)
+            assert (task.pool == WAREHOUSE_POOL) == step.exclusive, (dag_id, step.name)
             if hasattr(task, "application"):
                 assert task.application.endswith("jobs/step.py"), step.name
                 args = task.application_args

@@ -46,6 +46,10 @@ class Step:
     kind: str = "data"
     doc: str = ""
     ranged: bool = False  # run takes (start, end) instead of one day
+    # Holds the warehouse alone (Airflow's warehouse pool; the writer lock outside it):
+    # every step that rewrites tables others read. Training, reports, asset events and
+    # monitoring only add their own rows and may run beside a writer.
+    exclusive: bool = True
 
     def for_days(self, spark: SparkSession, settings: Settings, start: str, end: str,
                  done: Done) -> Any:  # fmt: skip
@@ -308,7 +312,7 @@ DAILY_STEPS: tuple[Step, ...] = (
     Step(
         "train_and_evaluate", train_and_evaluate,
         reads=("gold.samples", "silver.item_embeddings"), writes=("gold.metrics",),
-        after=("gold_quality_gate",), kind="model",
+        after=("gold_quality_gate",), kind="model", exclusive=False,
         doc="train on the days before, evaluate on the day, register a challenger",
     ),
     Step(
@@ -320,11 +324,12 @@ DAILY_STEPS: tuple[Step, ...] = (
         "report", report,
         reads=("gold.metrics", "gold.promotions", "bronze.ingest_runs", "quality.results",
                "quality.monitoring"),
-        writes=(), after=("promote",), kind="model", doc="the day's HTML report",
+        writes=(), after=("promote",), kind="model", exclusive=False,
+        doc="the day's HTML report",
     ),
     Step(
         "publish_assets", publish_assets, reads=tuple(t.full_name for t in tables.ALL_TABLES),
-        writes=(), after=("report",), kind="airflow",
+        writes=(), after=("report",), kind="airflow", exclusive=False,
         doc="one Airflow Asset event per table with its Delta version and row count",
     ),
 )  # fmt: skip
@@ -333,11 +338,13 @@ DAILY_STEPS: tuple[Step, ...] = (
 QUALITY_STEPS: tuple[Step, ...] = (
     Step(
         "monitor", monitor, reads=tuple(t.full_name for t in tables.ALL_TABLES),
-        writes=("quality.monitoring",), doc="freshness, volume and PSI drift across tables",
+        writes=("quality.monitoring",), exclusive=False,
+        doc="freshness, volume and PSI drift across tables",
     ),
     Step(
         "refresh_report", report, reads=("quality.monitoring",), writes=(),
-        after=("monitor",), kind="model", doc="the day's report with the monitoring results",
+        after=("monitor",), kind="model", exclusive=False,
+        doc="the day's report with the monitoring results",
     ),
 )  # fmt: skip
 
@@ -363,8 +370,8 @@ def timed_run(step_: Step, spark: SparkSession, settings: Settings, dt: str, don
 
 def run_step(name: str, dt: str, settings: Settings, done: Done | None = None) -> Any:
     """Run one registered step for day dt (the entry point of jobs and DAG tasks), holding
-    the warehouse's writer lock if it writes tables."""
+    the warehouse's writer lock if the step is exclusive."""
     step_ = step(name)
-    guard = warehouse_lock(settings, f"step {name} {dt}") if step_.writes else nullcontext()
+    guard = warehouse_lock(settings, f"step {name} {dt}") if step_.exclusive else nullcontext()
     with guard:
         return timed_run(step_, get_spark(settings), settings, dt, done or {})
