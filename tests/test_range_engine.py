@@ -17,6 +17,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.spark
 
-WORLD = WorldConfig(users=150, items=100, days=12, sessions_median=0.6, sessions_sigma=1.0,
+WORLD = WorldConfig(users=100, items=100, days=12, sessions_median=0.6, sessions_sigma=1.0,
                     late_event_rate=0.05, seed=23)  # fmt: skip
 DAYS = [str(WORLD.start.fromordinal(WORLD.start.toordinal() + d)) for d in range(WORLD.days)]
 EMPTY_DAY, TIE_DAY, CHANGE_DAY, BAD_DAY = DAYS[4], DAYS[2], DAYS[6], DAYS[8]
@@ -152,10 +154,10 @@ def ranged(world, spark, airflow_db, monkeypatch_module):  # noqa: ARG001
     environment = _environment(world, "ranged")
     job = str(ROOT / "jobs" / "backfill.py")
     _kill_when([sys.executable, job, "--start", DAYS[0], "--end", DAYS[-1]],
-               f"[user_groups dt={DAYS[0]}..{DAYS[5]}] done",
+               f"[behaviors dt={DAYS[0]}..{DAYS[5]}] done",
                {**os.environ, **environment})  # fmt: skip
     settings = _settings(world, "ranged")
-    assert tables.exists(spark, tables.SILVER_USER_GROUPS, settings)
+    assert tables.exists(spark, tables.SILVER_BEHAVIORS, settings)
     assert not tables.exists(spark, tables.GOLD_SAMPLES, settings)  # killed mid-chunk
     for name, value in environment.items():
         monkeypatch_module.setenv(name, value)
@@ -215,13 +217,27 @@ def test_the_planted_edges_reach_the_tables(spark, ranged):
 
 
 @pytest.mark.airflow
-def test_a_second_backfill_changes_no_row(spark, ranged):
-    """Run in one chunk this time: another cut of the range, the same rows."""
+def test_a_second_backfill_changes_no_row_and_a_third_at_once_is_refused(spark, ranged):
+    """Run in one chunk this time (another cut of the range, the same rows); while it runs,
+    `choirflow backfill` over the same days from a shell is refused before it writes."""
     before = {t: tables.version(spark, t, ranged) for t in BUILT}
     one_chunk = ranged.model_copy(
         update={"backfill": ranged.backfill.model_copy(update={"chunk_days": len(DAYS)})}
     )
-    pipeline.backfill(DAYS[0], DAYS[-1], settings=one_chunk)
+    lock = Path(ranged.warehouse_dir) / "_locks" / "writer.lock"
+    lock.unlink(missing_ok=True)
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(pipeline.backfill, DAYS[0], DAYS[-1], settings=one_chunk)
+        while not (lock.exists() and lock.read_text()) and not second.done():
+            time.sleep(0.2)
+        cli = str(Path(sys.executable).parent / "choirflow")
+        third = subprocess.run([cli, "backfill", "--start", DAYS[0], "--end", DAYS[-1]],
+                               capture_output=True, text=True, env=os.environ.copy())  # fmt: skip
+        assert not second.done(), "the second backfill ended before the third started"
+        second.result()
+    assert third.returncode == 2, third.stderr[-2000:]
+    assert f"is being written by pid {os.getpid()} " in third.stderr
+    assert f"range {DAYS[0]}..{DAYS[-1]}" in third.stderr and "Traceback" not in third.stderr
     for table, version in before.items():
         if table is RUN_ACCOUNTS:
             continue
