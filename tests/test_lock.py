@@ -37,11 +37,11 @@ def _settings_for(warehouse: Path):
 @pytest.mark.unit
 def test_a_second_writer_is_refused_by_name_until_the_holder_dies(tmp_path):
     env = {**os.environ, "CHOIRFLOW__PATHS__WAREHOUSE": str(tmp_path / "wh")}
+    settings = _settings_for(tmp_path / "wh")
     holder = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True,
                               env=env)  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        settings = _settings_for(tmp_path / "wh")
         with pytest.raises(WarehouseBusy) as refused, warehouse_lock(settings, "day 2026-11-02"):
             pass
         message = str(refused.value)

@@ -106,8 +106,7 @@ def _drop_close_pairs(diff: TableDiff, tolerance: float) -> None:
     }  # fmt: skip
 
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
-        keys = frame[key].apply(tuple, axis=1) if len(frame) else pd.Series(dtype=object)
-        return frame[~keys.isin(close)] if len(frame) else frame
+        return frame if frame.empty else frame[~frame[key].apply(tuple, axis=1).isin(close)]
 
     diff.only_expected, diff.only_actual = keep(diff.only_expected), keep(diff.only_actual)
 

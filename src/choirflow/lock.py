@@ -24,6 +24,7 @@ from choirflow.config import Settings
 from choirflow.logs import step_log
 
 _depth: dict[str, int] = {}  # lock path -> how deep this process holds it
+_said_remote: set[str] = set()  # remote warehouses this process has warned about
 
 
 class WarehouseBusy(RuntimeError):
@@ -68,10 +69,12 @@ def warehouse_lock(settings: Settings, purpose: str) -> Iterator[None]:
     """Hold the warehouse's writer lock for the block, or raise WarehouseBusy at once."""
     path = _lock_path(settings)
     if path is None:
-        step_log(__name__, "lock", purpose).warning(
-            "warehouse %s is remote: no writer lock (the Airflow pool is the guard)",
-            settings.warehouse_dir,
-        )
+        if settings.warehouse_dir not in _said_remote:
+            _said_remote.add(settings.warehouse_dir)
+            step_log(__name__, "lock", purpose).warning(
+                "warehouse %s is remote: no writer lock (the Airflow pool is the guard)",
+                settings.warehouse_dir,
+            )
         yield
         return
     key = str(path)

@@ -29,6 +29,7 @@ MAX_CLOCK_SKEW_MINUTES = 10
 DEDUP_LOOKBACK_DAYS = 3
 # Empty or whitespace only, Unicode spaces included (Java regex, UNICODE_CHARACTER_CLASS).
 BLANK = r"(?U)^\s*$"
+SPACE_OR_CONTROL = r"(?U)[\s\p{Cntrl}]"  # never inside an id
 
 
 @dataclass
@@ -88,7 +89,7 @@ def _string_checks(col: ContractColumn, raw: SparkColumn, present: SparkColumn) 
     if not col.nullable:
         checks.append(F.when(present & _blank(raw), F.lit(f"blank:{col.name}")))
     if col.identifier:
-        odd = present & ~_blank(raw) & raw.rlike(r"(?U)[\s\p{Cntrl}]")
+        odd = present & ~_blank(raw) & raw.rlike(SPACE_OR_CONTROL)
         checks.append(F.when(odd, F.lit(f"bad_characters:{col.name}")))
     return checks
 
