@@ -98,7 +98,7 @@ def test_bad_wrong_types(spark, settings):
         dt,
         [_event(dt, 1, position="third"), _event(dt, 2, event_time="yesterday")],
     )
-    assert reasons == ["wrong_type:event_time", "wrong_type:position"]
+    assert reasons == ["bad_time:event_time", "type:position"]
 
 
 def test_bad_missing_ids(spark, settings):

@@ -114,7 +114,7 @@ def test_bad_rows_go_to_quarantine_with_reasons(built, spark, settings, tmp_path
     assert set(q.reason) == {
         "malformed_json",
         "not_allowed:event_type",
-        "wrong_type:position",
+        "type:position",
         "missing:user_id",
         "event_time_in_future",
         "unexpected_column",

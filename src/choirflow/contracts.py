@@ -46,6 +46,7 @@ class Column:
     max: float | None = None
     max_length: int | None = None
     max_items: int | None = None
+    max_item_length: int | None = None  # of each string in an array
     width: int | None = None
     # An id (a key or a reference to one): never blank, no whitespace or control characters.
     identifier: bool = False

@@ -8,10 +8,12 @@ record, the rule it broke and the run), or the count of duplicates. The run chec
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import reduce
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -21,6 +23,12 @@ from choirflow.config import Settings
 from choirflow.contracts import Column as ContractColumn
 from choirflow.contracts import Contract, load_contract
 from choirflow.dates import day_offset, days_between
+from choirflow.ingest.judge import (
+    SPARK_TIME_FORMAT,
+    WHOLE_LINE_RULES,
+    contract_types,
+    judge_series,
+)
 from choirflow.logs import step_log
 
 # Far-past and future bounds for event times, relative to the partition's day.
@@ -104,10 +112,10 @@ def blank_strings_to_null(contract: Contract, typed: SparkColumn) -> SparkColumn
 
 
 def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) -> list[SparkColumn]:
-    """One `when(broken, rule name)` per contract check, in the order they are reported."""
+    """One `when(broken, rule name)` per contract check, in the order they are reported. JSON
+    types and time formats were judged before (judge.py); what remains is values."""
     checks = []
     known = contract.column_names
-    checks.append(F.when(fields.isNull(), F.lit("malformed_json")))
     for col in contract.columns:
         value = typed[col.name]
         raw = fields[col.name]
@@ -117,7 +125,8 @@ def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) ->
         if col.type == "string":
             checks += _string_checks(col, raw, present)
             present = present & ~_blank(raw)  # blank: judged above, or read as null
-        checks.append(F.when(present & value.isNull(), F.lit(f"wrong_type:{col.name}")))
+        if col.type not in ("timestamp", "date"):  # a time that does not parse: bad_time
+            checks.append(F.when(present & value.isNull(), F.lit(f"type:{col.name}")))
         if col.allowed is not None:
             allowed = [str(a) for a in col.allowed]
             checks.append(
@@ -132,6 +141,9 @@ def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) ->
             checks.append(F.when(value > F.lit(col.max), F.lit(f"above_max:{col.name}")))
         if col.max_length is not None:
             checks.append(F.when(F.length(value) > col.max_length, F.lit(f"too_long:{col.name}")))
+        if col.max_item_length is not None:
+            longest = F.array_max(F.transform(value, F.length)) > col.max_item_length
+            checks.append(F.when(longest, F.lit(f"too_long:{col.name}")))
         if col.max_items is not None:
             checks.append(
                 F.when(F.size(value) > col.max_items, F.lit(f"too_many_items:{col.name}"))
@@ -160,35 +172,68 @@ def _rule_checks(contract: Contract, typed: SparkColumn, fields: SparkColumn) ->
 
 
 def _event_time_checks(typed: SparkColumn, dt: SparkColumn) -> list[SparkColumn]:
+    """Times judged against each other and against the day the line arrived: nothing can be
+    logged after the end of its arrival day (plus the clock skew allowed)."""
     day_start = F.to_timestamp(dt)
     oldest = day_start - F.expr(f"INTERVAL {MAX_EVENT_AGE_DAYS} DAYS")
     skew = F.expr(f"INTERVAL {MAX_CLOCK_SKEW_MINUTES} MINUTES")
+    day_end = day_start + F.expr("INTERVAL 1 DAY") + skew
     return [
         F.when(typed["event_time"] > typed["ingestion_time"] + skew, F.lit("event_time_in_future")),
+        F.when(typed["event_time"] > day_end, F.lit("event_time_after_arrival_day")),
+        F.when(typed["ingestion_time"] > day_end, F.lit("ingestion_time_after_arrival_day")),
         F.when(typed["event_time"] < oldest, F.lit("event_time_too_old")),
     ]
 
 
+def _judge(contract: Contract) -> Callable[[SparkColumn], SparkColumn]:
+    """judge.judge_line as a Spark pandas UDF: (rules, canonical line) per raw line."""
+    types = contract_types(contract)
+
+    @F.pandas_udf("rules array<string>, canonical string")
+    def judged(lines: pd.Series) -> pd.DataFrame:
+        return judge_series(lines, types)
+
+    return judged
+
+
 def validate(lines: DataFrame, contract: Contract, extra_checks: bool) -> DataFrame:
-    """Parse raw lines (`value`, arrival day `dt`) and attach `rules` (all broken rules) and
-    `reason` (the first)."""
-    fields = F.from_json("value", "map<string,string>")
-    parsed = lines.select(
+    """Judge raw lines (`value`, arrival day `dt`) strictly, parse their canonical form and
+    attach `rules` (all broken rules) and `reason` (the first)."""
+    judged = lines.select(
         "dt",
         F.col("value").alias("raw_record"),
-        fields.alias("fields"),
-        blank_strings_to_null(contract, F.from_json(
-            "value", contract.spark_schema(), {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSS]XXX"}
-        )).alias("typed"),
-    )  # fmt: skip
+        _judge(contract)(F.expr("make_valid_utf8(value)")).alias("judged"),
+    )
+    canonical = F.col("judged.canonical")
+    typed = F.from_json(canonical, contract.spark_schema(), {"timestampFormat": SPARK_TIME_FORMAT})
+    parsed = judged.select(
+        "dt",
+        "raw_record",
+        F.col("judged.rules").alias("judged_rules"),
+        F.from_json(canonical, "map<string,string>").alias("fields"),
+        blank_strings_to_null(contract, typed).alias("typed"),
+    )
     checks = _rule_checks(contract, F.col("typed"), F.col("fields"))
-    # A line with bytes that are not UTF-8 is not trusted, whatever else parses in it.
-    checks.insert(0, F.when(~F.expr("is_valid_utf8(raw_record)"), F.lit("invalid_utf8")))
     if extra_checks:
         checks += _event_time_checks(F.col("typed"), F.col("dt"))
-    rules = F.filter(F.array(*checks), lambda r: r.isNotNull())
-    return parsed.withColumn("rules", rules).withColumn(
-        "reason", F.try_element_at("rules", F.lit(1))
+    value_rules = F.filter(F.array(*checks), lambda r: r.isNotNull())
+    # A line that is not one object of the right size is judged whole: no rule inside it.
+    whole_line = F.arrays_overlap("judged_rules", F.array(*map(F.lit, WHOLE_LINE_RULES)))
+    # A line with bytes that are not UTF-8 is not trusted, whatever else parses in it.
+    no_rule = F.array().cast("array<string>")
+    utf8 = F.when(F.expr("is_valid_utf8(raw_record)"), no_rule).otherwise(
+        F.array(F.lit("invalid_utf8"))
+    )
+    rules = F.array_distinct(F.concat(
+        utf8,
+        F.col("judged_rules"),
+        F.when(whole_line, no_rule).otherwise(value_rules),
+    ))  # fmt: skip
+    return (
+        parsed.withColumn("rules", rules)
+        .withColumn("reason", F.try_element_at("rules", F.lit(1)))
+        .drop("judged_rules")
     )
 
 
