@@ -3,7 +3,10 @@ failed gate with a clear message, and the counts reconcile: nothing is silently 
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
+import re
 from itertools import count
 from pathlib import Path
 
@@ -11,9 +14,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from choirflow import tables
-from choirflow.ingest.raw import ingest_dimension, ingest_events
+from choirflow.ingest.raw import RawFileError, ingest_dimension, ingest_events
 from choirflow.quality.checks import bronze_gate
 from choirflow.quality.gate import QualityGateError
+from choirflow.synth.mutations import mutate
 
 pytestmark = pytest.mark.spark
 
@@ -83,48 +87,6 @@ def _ingest_events(spark, settings, dt: str, lines: list) -> tuple[object, list[
     return counts, _quarantine(spark, settings, dt), dt
 
 
-def test_bad_malformed_json(spark, settings):
-    counts, reasons, _ = _ingest_events(
-        spark, settings, _new_day(), ['{"event_id": "x", ', "[1, 2]"]
-    )
-    assert reasons == ["malformed_json", "malformed_json"] and counts.bronze_rows == 1
-
-
-def test_bad_wrong_types(spark, settings):
-    dt = _new_day()
-    _, reasons, _ = _ingest_events(
-        spark,
-        settings,
-        dt,
-        [_event(dt, 1, position="third"), _event(dt, 2, event_time="yesterday")],
-    )
-    assert reasons == ["bad_time:event_time", "type:position"]
-
-
-def test_bad_missing_ids(spark, settings):
-    dt = _new_day()
-    no_user = {k: v for k, v in _event(dt, 1).items() if k != "user_id"}
-    _, reasons, _ = _ingest_events(spark, settings, dt, [no_user, _event(dt, 2, item_id=None)])
-    assert reasons == ["missing:item_id", "missing:user_id"]
-
-
-def test_bad_blank_or_spaced_ids(spark, settings):
-    """Ids must be non-empty after trimming (Unicode spaces included) and hold no whitespace
-    or control characters; each broken rule is named."""
-    dt = _new_day()
-    lines = [
-        _event(dt, 1, event_id="   "),
-        _event(dt, 2, user_id=""),
-        _event(dt, 3, item_id="\u00a0\t"),
-        _event(dt, 4, request_id="r 4"),
-        _event(dt, 5, user_id="u5\u0007"),
-    ]
-    counts, reasons, _ = _ingest_events(spark, settings, dt, lines)
-    assert reasons == ["bad_characters:request_id", "bad_characters:user_id", "blank:event_id",
-                       "blank:item_id", "blank:user_id"]  # fmt: skip
-    assert counts.bronze_rows == 1
-
-
 def test_bad_blank_optional_strings_are_read_as_null(spark, settings):
     """Blank optional strings are absent, not values: the row is kept with nulls. A blank
     required string (a title) quarantines its row; so does a blank catalogue key."""
@@ -144,12 +106,6 @@ def test_bad_blank_optional_strings_are_read_as_null(spark, settings):
     assert [(r.item_id, r.brand) for r in history.collect()] == [("bad-i1", None)]
 
 
-def test_bad_unknown_event_types(spark, settings):
-    dt = _new_day()
-    _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, event_type="purchase")])
-    assert reasons == ["not_allowed:event_type"]
-
-
 def test_bad_negative_or_absurd_prices(spark, settings):
     dt = _new_day()
     _write(settings, "items", dt, [_item(dt, 1), _item(dt, 2, price=-3.0), _item(dt, 3, price=1e9)])
@@ -158,19 +114,40 @@ def test_bad_negative_or_absurd_prices(spark, settings):
     assert _quarantine(spark, settings, dt, "raw_items") == ["above_max:price", "below_min:price"]
 
 
-def test_bad_event_times_in_the_future_or_far_past(spark, settings):
-    dt = _new_day()
-    future = _event(dt, 1, event_time="2030-01-01T00:00:00.000Z")
-    past = _event(dt, 2, event_time="2019-01-01T00:00:00.000Z")
-    counts, reasons, _ = _ingest_events(spark, settings, dt, [future, past])
-    assert reasons == ["event_time_in_future", "event_time_too_old"]
-
-
 def test_bad_duplicates(spark, settings):
     dt = _new_day()
     dup = _event(dt, 9)  # the same id as the good row that every file carries
     counts, reasons, _ = _ingest_events(spark, settings, dt, [dup, dup])
     assert reasons == [] and counts.duplicate_rows == 2 and counts.bronze_rows == 1
+
+
+def test_bad_duplicates_across_days_in_any_order(spark, settings):
+    """An event id bronze holds is a duplicate whatever day its copy arrives on (ten days
+    later: past any look-back) and in whatever order the days are ingested (an earlier day
+    after a later one that carried a copy); a copy that says something else under the id is
+    a conflicting_duplicate, and both versions can be found."""
+    early, late, replay = "2027-02-01", "2027-02-02", "2027-02-12"
+    same = _event(early, 1, event_id="dup-1")
+    other = _event(early, 2, event_id="dup-2", device="ios")
+    again = {"ingestion_time": f"{late}T08:00:00.000Z"}
+    _write(settings, "events", late, [dict(same, **again), dict(other, device="web", **again)])
+    _write(settings, "events", early, [same, other])
+    _write(settings, "events", replay, [dict(same, ingestion_time=f"{replay}T08:00:00.000Z")])
+    for dt in (late, early, replay):
+        counts = ingest_events(spark, settings, dt)
+        assert counts.reconciles
+    assert (counts.bronze_rows, counts.duplicate_rows) == (0, 1)  # the replay
+    early_counts = ingest_events(spark, settings, early)  # a rerun decides the same
+    assert (early_counts.bronze_rows, early_counts.duplicate_rows) == (0, 1)
+    assert _quarantine(spark, settings, early) == ["conflicting_duplicate"]
+    bronze = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
+        F.col("event_id").isin("dup-1", "dup-2")
+    )
+    assert sorted((r.event_id, r.dt, r.device) for r in bronze.collect()) == [
+        ("dup-1", late, "ios"), ("dup-2", late, "web")
+    ]  # fmt: skip
+    q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == early)
+    assert json.loads(q.first().raw_record)["device"] == "ios"
 
 
 def test_bad_click_with_no_impression(spark, settings):
@@ -218,30 +195,11 @@ def test_bad_empty_day(spark, settings, built):
     assert "stops before training" in message
 
 
-def test_bad_unexpected_extra_column(spark, settings):
-    dt = _new_day()
-    _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, shoe_size=42)])
-    assert reasons == ["unexpected_column"]
-
-
-def test_bad_missing_column(spark, settings):
-    dt = _new_day()
-    row = {k: v for k, v in _event(dt, 1).items() if k != "event_time"}
-    _, reasons, _ = _ingest_events(spark, settings, dt, [row])
-    assert reasons == ["missing:event_time"]
-
-
 def test_bad_invalid_utf8(spark, settings):
     dt = _new_day()
     line = json.dumps(_event(dt, 1)).encode().replace(b'"ios"', b'"i\xff\xfeos"')
     _, reasons, _ = _ingest_events(spark, settings, dt, [line])
     assert reasons == ["invalid_utf8"]
-
-
-def test_bad_oversized_strings(spark, settings):
-    dt = _new_day()
-    _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, user_id="u" * 5000)])
-    assert reasons == ["too_long:user_id"]
 
 
 def test_bad_late_events_for_a_day_already_built(spark, settings, built, days):
@@ -273,3 +231,299 @@ def test_bad_late_events_for_a_day_already_built(spark, settings, built, days):
         (F.col("dt") == arrival) & (F.col("column") == "_late")
     )
     assert results.first().success is False
+
+
+# ---- one planted day: many kinds of bad input, ingested once -------------------------------
+#
+# Each kind's lines carry ids that start with the kind; the fixture ingests the day once and
+# each test below asserts where every one of its lines went.
+
+PLANTED = "2027-04-01"
+_STRAYS = ("dt=garbage", "dt=2027-4-1", "dt=2027-02-30")
+
+
+def _planted_events(dt: str) -> dict[str, list[tuple[str, str]]]:
+    """kind -> [(raw line, where it must go: a rule, or "bronze")]."""
+
+    def line(kind: str, n: int, **overrides) -> str:
+        return json.dumps(_event(dt, n, event_id=f"{kind}-{n}", **overrides))
+
+    def joined(kind: str, n: int, separator: str) -> str:
+        return line(kind, n) + separator + line(kind, n + 1)
+
+    wide = "x" * (1 << 20)
+    no_user = {k: v for k, v in _event(dt, 1, event_id="missing-1").items() if k != "user_id"}
+    no_time = {k: v for k, v in _event(dt, 3, event_id="missing-3").items() if k != "event_time"}
+    return {
+        "malformed": [
+            ('{"event_id": "malformed-1", ', "malformed_json"),
+            ("[1, 2]", "malformed_json"),
+        ],
+        "wrong": [
+            (line("wrong", 1, position="third"), "type:position"),
+            (line("wrong", 2, event_time="yesterday"), "bad_time:event_time"),
+        ],
+        "missing": [
+            (json.dumps(no_user), "missing:user_id"),
+            (line("missing", 2, item_id=None), "missing:item_id"),
+            (json.dumps(no_time), "missing:event_time"),
+        ],
+        "spaced": [
+            (json.dumps(_event(dt, 1, event_id="   ")), "blank:event_id"),
+            (line("spaced", 2, user_id=""), "blank:user_id"),
+            (line("spaced", 3, item_id="\u00a0\t"), "blank:item_id"),
+            (line("spaced", 4, request_id="r 4"), "bad_characters:request_id"),
+            (line("spaced", 5, user_id="u5\u0007"), "bad_characters:user_id"),
+        ],
+        "unknown": [(line("unknown", 1, event_type="purchase"), "not_allowed:event_type")],
+        "clock": [
+            (line("clock", 1, event_time="2030-01-01T00:00:00.000Z"), "event_time_in_future"),
+            (line("clock", 2, event_time="2019-01-01T00:00:00.000Z"), "event_time_too_old"),
+        ],
+        "extra": [(line("extra", 1, shoe_size=42), "unexpected_column")],
+        "long": [(line("long", 1, user_id="u" * 5000), "too_long:user_id")],
+        "type": [
+            (line("type", 1, user_id={"id": "u0000022"}), "type:user_id"),
+            (line("type", 2, item_id=["i000082"]), "type:item_id"),
+            (line("type", 3, surface={"page": "home"}), "type:surface"),
+            (line("type", 4, user_id=12345), "type:user_id"),
+            (line("type", 5, request_id=True), "type:request_id"),
+            (line("type", 6, position="3"), "type:position"),
+            (line("type", 7, position=2.0), "type:position"),
+            (line("type", 8, event_time=1798761600), "type:event_time"),
+        ],
+        "joined": [
+            (joined("joined", 1, ""), "malformed_json"),
+            (line("joined", 3) + " trailing garbage", "malformed_json"),
+            (joined("joined", 4, ","), "malformed_json"),
+            ("[" + line("joined", 6) + "]", "malformed_json"),
+        ],
+        "repeated": [
+            (line("repeated", 1)[:-1] + ', "user_id": "u2"}', "malformed_json"),
+            (line("repeated", 2)[:-1] + ', "event_id": "repeated-2"}', "malformed_json"),
+        ],
+        "huge": [(line("huge", 1, surface=wide), "line_too_long")],
+        "arrival": [
+            (
+                line(
+                    "arrival",
+                    1,
+                    event_time="2030-01-01T00:00:00Z",
+                    ingestion_time="2030-01-01T00:00:01Z",
+                ),
+                "event_time_after_arrival_day",
+            ),
+            (
+                line(
+                    "arrival",
+                    2,
+                    event_time=f"{dt}T23:59:00Z",
+                    ingestion_time="2027-04-02T01:00:00Z",
+                ),
+                "ingestion_time_after_arrival_day",
+            ),
+            (
+                line(
+                    "arrival",
+                    3,
+                    event_time=f"{dt}T23:59:00Z",
+                    ingestion_time="2027-04-02T00:05:00Z",
+                ),
+                "bronze",
+            ),  # within the skew
+        ],  # fmt: skip
+        "times": [
+            (line("times", 1, event_time=f"{dt}T10:00:00.123456Z"), "bronze"),
+            (line("times", 2, event_time=f"{dt}T11:00:00+01:00"), "bronze"),
+            (line("times", 3, event_time=f"{dt.replace('-', '')}T100000Z"), "bronze"),
+            (line("times", 4, event_time=f"{dt}T10:00:00"), "bad_time:event_time"),
+        ],
+    }
+
+
+def _mutations(dt: str, seed: int = 7, n: int = 120) -> list[tuple[str, str]]:
+    """Seeded random mutations of valid lines, each with the rule it must break."""
+    rng = random.Random(seed)
+    return [
+        mutate(_event(dt, i, event_id=f"mutation-{i}"), rng,
+               _event(dt, i, event_id=f"mutation-{i}-b"))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _write_files(settings, source: str, dt: str, files: dict[str, bytes]) -> None:
+    folder = Path(settings.raw_dir) / source / f"dt={dt}"
+    for relative, payload in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(payload)
+
+
+@pytest.fixture(scope="module")
+def planted(spark, settings):
+    """The planted day ingested once: its events, items and the files around them."""
+    dt = PLANTED
+    kinds = _planted_events(dt)
+    kinds["mutation"] = _mutations(dt)
+    body = "\n".join(line for lines in kinds.values() for line, _ in lines) + "\n"
+    good = (json.dumps(_event(dt, 9, event_id="good-9")) + "\n").encode()
+    nested = (json.dumps(_event(dt, 8, event_id="nested-8")) + "\n").encode()
+    zipped = gzip.compress((json.dumps(_event(dt, 7, event_id="zipped-7")) + "\n").encode())
+    unread = {
+        ".hidden.jsonl": good, "_underscore.jsonl": good, "_temporary/0/part-1.jsonl": good,
+        "part-00002.jsonl.tmp": good, "notes.txt": good,
+    }  # fmt: skip
+    _write_files(settings, "events", dt, {
+        "part-00000.jsonl": good + body.encode(), "late/part-00001.jsonl": nested,
+        "part-00003.jsonl.gz": zipped, **unread,
+    })  # fmt: skip
+    items = [_item(dt, 1), _item(dt, 2, tags=["t" * 65]), _item(dt, 3, tags=["ok"] * 32)]
+    _write(settings, "items", dt, items)
+    _write(settings, "users", dt, [{"user_id": "u1", "updated_at": f"{dt}T00:00:00Z"}])
+    strays = [Path(settings.raw_dir) / "events" / name for name in _STRAYS]
+    for folder in strays:
+        folder.mkdir(parents=True)
+    try:
+        counts = ingest_events(spark, settings, dt)
+        item_counts = ingest_dimension(spark, settings, "items", dt)
+        ingest_dimension(spark, settings, "users", dt)  # the gate reads the users as of dt
+        gate = bronze_gate(spark, settings, dt)
+    finally:
+        for folder in strays:
+            folder.rmdir()
+    q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == dt)
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
+    return {
+        "kinds": kinds,
+        "counts": counts,
+        "item_counts": item_counts,
+        "gate": gate,
+        "quarantined": {r.raw_record: r.reason for r in q.collect()},
+        "bronze": {r.event_id: r for r in events.collect()},
+    }
+
+
+def _assert_where_each_line_went(planted, kind: str) -> None:
+    quarantined, bronze = planted["quarantined"], planted["bronze"]
+    wrong = []
+    for line, expected in planted["kinds"][kind]:
+        ids = re.findall(rf'"({kind}-\d+(?:-b)?)"', line)
+        in_bronze = [i for i in ids if i in bronze]
+        went = quarantined.get(line, "bronze" if in_bronze else "nowhere")
+        if went != expected or (expected != "bronze" and in_bronze):
+            wrong.append((line[:120], expected, went, in_bronze))
+    assert not wrong, f"{len(wrong)} lines went elsewhere; first: {wrong[:3]}"
+
+
+def test_bad_malformed_json(planted):
+    _assert_where_each_line_went(planted, "malformed")
+
+
+def test_bad_wrong_types(planted):
+    _assert_where_each_line_went(planted, "wrong")
+
+
+def test_bad_missing_ids_or_columns(planted):
+    _assert_where_each_line_went(planted, "missing")
+
+
+def test_bad_blank_or_spaced_ids(planted):
+    """Ids must be non-empty after trimming (Unicode spaces included) and hold no whitespace
+    or control characters; each broken rule is named."""
+    _assert_where_each_line_went(planted, "spaced")
+
+
+def test_bad_unknown_event_types(planted):
+    _assert_where_each_line_went(planted, "unknown")
+
+
+def test_bad_event_times_in_the_future_or_far_past(planted):
+    _assert_where_each_line_went(planted, "clock")
+
+
+def test_bad_unexpected_extra_column(planted):
+    _assert_where_each_line_went(planted, "extra")
+
+
+def test_bad_oversized_strings(planted):
+    _assert_where_each_line_went(planted, "long")
+
+
+def test_bad_json_values_of_the_wrong_type_are_not_coerced(planted):
+    _assert_where_each_line_went(planted, "type")
+
+
+def test_bad_concatenated_objects_or_trailing_text(planted):
+    """Each line is one record: two objects, an object and more text, or an array are one
+    malformed line, none of whose objects reaches bronze; counts reconcile per line."""
+    _assert_where_each_line_went(planted, "joined")
+    assert planted["counts"].reconciles
+
+
+def test_bad_repeated_keys(planted):
+    _assert_where_each_line_went(planted, "repeated")
+
+
+def test_bad_huge_line_is_too_long_not_missing_fields(planted):
+    _assert_where_each_line_went(planted, "huge")
+
+
+def test_bad_times_after_the_arrival_day(planted):
+    _assert_where_each_line_went(planted, "arrival")
+
+
+def test_bad_time_forms_other_than_milliseconds_zulu(planted):
+    """Valid ISO 8601 forms are read (in UTC, to the microsecond); a time with no offset is
+    ambiguous and refused."""
+    _assert_where_each_line_went(planted, "times")
+    bronze = planted["bronze"]
+    assert str(bronze["times-1"].event_time) == f"{PLANTED} 10:00:00.123456"
+    assert str(bronze["times-2"].event_time) == f"{PLANTED} 10:00:00"
+    assert str(bronze["times-3"].event_time) == f"{PLANTED} 10:00:00"
+
+
+def test_bad_random_mutations_always_reach_quarantine(planted):
+    """A property over 120 seeded random mutations of valid lines (a JSON type flipped, a key
+    blanked, two lines joined, a required field dropped): each ends in quarantine with the
+    rule its mutation breaks, never in bronze, and the counts reconcile."""
+    _assert_where_each_line_went(planted, "mutation")
+    counts = planted["counts"]
+    planted_lines = sum(len(lines) for lines in planted["kinds"].values())
+    assert counts.raw_rows == planted_lines + 3  # the good, nested and compressed lines
+    assert counts.reconciles and counts.duplicate_rows == 0
+
+
+def test_bad_long_tags(planted, spark, settings):
+    assert _quarantine(spark, settings, PLANTED, "raw_items") == ["too_long:tags"]
+    assert planted["item_counts"].bronze_rows == 2 and planted["item_counts"].reconciles
+
+
+def test_bad_unread_files_are_accounted_for(planted, spark, settings):
+    """Nested folders and compressed files are read; hidden, temporary and unknown files are
+    not, and each is named with why in bronze.ingest_runs, as is every folder that is no
+    day; the bronze gate warns (soft) and the day is not stopped."""
+    counts = planted["counts"]
+    day = f"dt={PLANTED}"
+    assert sorted(counts.files_read) == [
+        f"{day}/late/part-00001.jsonl", f"{day}/part-00000.jsonl", f"{day}/part-00003.jsonl.gz"
+    ]  # fmt: skip
+    assert sorted(counts.files_skipped) == sorted([
+        f"{day}/.hidden.jsonl (hidden)", f"{day}/_underscore.jsonl (hidden)",
+        f"{day}/_temporary/0/part-1.jsonl (hidden)", f"{day}/part-00002.jsonl.tmp (temporary)",
+        f"{day}/notes.txt (unknown extension)",
+        *[f"{name} (not a dt=YYYY-MM-DD folder)" for name in _STRAYS],
+    ])  # fmt: skip
+    assert {"good-9", "nested-8", "zipped-7"} <= set(planted["bronze"])
+    runs = tables.read(spark, tables.BRONZE_INGEST_RUNS, settings).where(
+        (F.col("dt") == PLANTED) & (F.col("source") == "raw_events")
+    )
+    assert sorted(runs.first().files_skipped) == sorted(counts.files_skipped)
+    runs_report = next(r for r in planted["gate"] if r["table"] == "bronze.ingest_runs")
+    assert runs_report["soft_failures"] == 1  # a hard one would have raised
+
+
+def test_bad_unreadable_file_fails_the_run_naming_it(spark, settings):
+    dt = _new_day()
+    whole = gzip.compress((json.dumps(_event(dt, 1)) + "\n").encode())
+    _write_files(settings, "events", dt, {"part-00000.jsonl.gz": whole[: len(whole) // 2]})
+    with pytest.raises(RawFileError, match=r"raw_events: cannot read raw file .*part-00000"):
+        ingest_events(spark, settings, dt)

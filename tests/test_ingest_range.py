@@ -1,7 +1,8 @@
 """Ingest over a range of arrival days in one pass equals ingest day by day, and both keep
-what a plain pandas reading of the arrival rules keeps: the first copy of an event within
-the dedup lookback, clicks with a kept impression and conversions with a kept click
-delivered the same day or in the lookback before, and a key's newest catalogue row."""
+what a plain pandas reading of the arrival rules keeps: the first copy of an event (a later
+copy is a duplicate, or a conflicting duplicate when it says otherwise), clicks with a kept
+impression and conversions with a kept click delivered the same day or in the lookback
+before, and a key's newest catalogue row."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.compare import assert_tables_equal, assert_warehouses_equal
 from choirflow.dates import day_offset, days_between
-from choirflow.ingest.raw import DEDUP_LOOKBACK_DAYS, ingest_day, ingest_days
+from choirflow.ingest.raw import PARENT_LOOKBACK_DAYS, ingest_day, ingest_days
 
 pytestmark = pytest.mark.spark
 
@@ -78,6 +79,10 @@ def _deliveries(rng: np.random.Generator) -> dict[str, list[dict]]:
     # a click and a conversion whose parents never arrive
     by_day[DAYS[2]].append(_event(n + 1, "click", DAYS[2], 999, 0, 0, 1))
     by_day[DAYS[2]].append(_event(n + 2, "conversion", DAYS[2], 998, 0, 0, 2))
+    # copies that say something else under a kept id: days later, and in the same delivery
+    for original, dt, device in ((by_day[DAYS[0]][0], DAYS[5], "ios"),
+                                 (by_day[DAYS[1]][0], DAYS[1], "android")):  # fmt: skip
+        by_day[dt].append(dict(original, device=device, ingestion_time=f"{dt}T11:00:00.000Z"))
     return by_day
 
 
@@ -123,8 +128,8 @@ def _oracle_events(by_day: dict[str, list[dict]]) -> set[tuple[str, str]]:
         day = pd.DataFrame(by_day[dt] or [], columns=["event_id", "event_type", "user_id",
                            "item_id", "request_id", "ingestion_time", "event_time"])  # fmt: skip
         day = day.sort_values(["ingestion_time", "event_time"]).drop_duplicates("event_id")
-        lookback = kept[kept.dt >= day_offset(dt, -DEDUP_LOOKBACK_DAYS)]
-        day = day[~day.event_id.isin(lookback.event_id)]
+        lookback = kept[kept.dt >= day_offset(dt, -PARENT_LOOKBACK_DAYS)]
+        day = day[~day.event_id.isin(kept.event_id)]  # a copy of any kept event, any day
         for kind, parent in (("impression", None), ("click", "impression"),
                              ("conversion", "click")):  # fmt: skip
             these = day[day.event_type == kind]
@@ -182,6 +187,7 @@ def test_kept_events_follow_the_arrival_rules(spark, two_warehouses):
     reasons = tables.read(spark, tables.BRONZE_QUARANTINE, ranged).groupBy("reason").count()
     found = {r.reason: r["count"] for r in reasons.collect()}
     assert found.get("orphan_click", 0) >= 1 and found.get("orphan_conversion", 0) >= 1
+    assert found.get("conflicting_duplicate", 0) == 2
 
 
 def test_the_catalogue_keeps_each_keys_newest_row(spark, two_warehouses):

@@ -157,7 +157,8 @@ BRONZE_QUARANTINE = Table(
 BRONZE_INGEST_RUNS = Table(
     "bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting",
     "source string, dt string, run_id string, raw_rows bigint, bronze_rows bigint, "
-    "quarantined_rows bigint, duplicate_rows bigint, recorded_at timestamp",
+    "quarantined_rows bigint, duplicate_rows bigint, files_read array<string>, "
+    "files_skipped array<string>, recorded_at timestamp",
     written_at="recorded_at",
 )  # fmt: skip
 SILVER_BEHAVIORS = Table(
@@ -406,10 +407,14 @@ def day_range(start: str, end: str) -> Column:
     return (F.col("dt") >= F.lit(start)) & (F.col("dt") <= F.lit(end))
 
 
-def replace_partition(df: DataFrame, table: Table, settings: Settings, condition: Column) -> None:
+def replace_partition(
+    df: DataFrame, table: Table, settings: Settings, condition: Column, add_columns: bool = False
+) -> None:
     """Atomically replace the rows matching `condition` (`partition(dt)`, or any Column
-    condition over partition columns) with df."""
+    condition over partition columns) with df; `add_columns` lets df bring new columns."""
     writer = df.write.format("delta").mode("overwrite")
+    if add_columns:
+        writer = writer.option("mergeSchema", "true")
     writer = writer.option("replaceWhere", sql_predicate(df, condition))
     if table.partition_by:
         writer = writer.partitionBy(*table.partition_by)

@@ -7,11 +7,12 @@ record, the rule it broke and the run), or the count of duplicates. The run chec
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from functools import reduce
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import Column as SparkColumn
@@ -34,10 +35,18 @@ from choirflow.logs import step_log
 # Far-past and future bounds for event times, relative to the partition's day.
 MAX_EVENT_AGE_DAYS = 30
 MAX_CLOCK_SKEW_MINUTES = 10
-DEDUP_LOOKBACK_DAYS = 3
+# A click finds its impression (a conversion its click) delivered the same day or in the days
+# before. Copies of an event are found over all of bronze, whatever day they arrived on.
+PARENT_LOOKBACK_DAYS = 3
 # Empty or whitespace only, Unicode spaces included (Java regex, UNICODE_CHARACTER_CLASS).
 BLANK = r"(?U)^\s*$"
 SPACE_OR_CONTROL = r"(?U)[\s\p{Cntrl}]"  # never inside an id
+# The files of a day's folder that are read (nested folders included): JSON Lines, plain or
+# compressed (Spark picks the codec by the extension).
+READ_FORMATS = (".jsonl", ".ndjson", ".json")
+READ_COMPRESSIONS = ("", ".gz", ".bz2")
+TEMPORARY_SUFFIXES = (".tmp", ".temp", ".inprogress", ".partial", ".swp", "~")
+DAY_FOLDER = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
 
 
 @dataclass
@@ -49,6 +58,8 @@ class IngestCounts:
     bronze_rows: int
     quarantined_rows: int
     duplicate_rows: int
+    files_read: list[str] = field(default_factory=list)
+    files_skipped: list[str] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
@@ -59,6 +70,7 @@ class IngestCounts:
         return (
             f"{self.source}: raw={self.raw_rows} = bronze={self.bronze_rows}"
             f" + quarantined={self.quarantined_rows} + duplicates={self.duplicate_rows} ({mark})"
+            f"; {len(self.files_read)} files read, {len(self.files_skipped)} skipped"
         )
 
 
@@ -70,19 +82,118 @@ def raw_partition(settings: Settings, source: str, dt: str) -> str:
     return f"{settings.raw_dir.rstrip('/')}/{source}/dt={dt}"
 
 
+def skip_reason(relative: str) -> str | None:
+    """Why a file under a day's folder (its path relative to that folder) is not read, or
+    None when it is. Nested folders are read; hidden and temporary files are another tool's
+    (Spark's _SUCCESS, a writer's .tmp) and a file of another format is not a raw log."""
+    parts = relative.split("/")
+    if any(part.startswith((".", "_")) for part in parts):
+        return "hidden"
+    name = parts[-1]
+    if name.endswith(TEMPORARY_SUFFIXES):
+        return "temporary"
+    if not name.endswith(tuple(f + c for f in READ_FORMATS for c in READ_COMPRESSIONS)):
+        return "unknown extension"
+    return None
+
+
+@dataclass
+class RawFiles:
+    """The files of a source over a range of days: read or skipped (with why), by day, as
+    paths relative to the source's folder; and the entries of that folder that are no day."""
+
+    read: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    strays: list[str] = field(default_factory=list)
+
+    def paths(self, root: str) -> list[str]:
+        return [f"{root}/{rel}" for files in self.read.values() for rel in files]
+
+
+def _file_system(spark: SparkSession, folder: str) -> tuple:
+    path = spark._jvm.org.apache.hadoop.fs.Path(folder)
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    return path, fs
+
+
+def list_raw_files(
+    spark: SparkSession, settings: Settings, source: str, start: str, end: str
+) -> RawFiles:
+    """Every file under the day folders of [start, end], through Hadoop's file system API
+    (local or remote alike); a missing day folder is an empty day."""
+    root, fs = _file_system(spark, f"{settings.raw_dir.rstrip('/')}/{source}")
+    files = RawFiles()
+    if not fs.exists(root):
+        return files
+    prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
+    for entry in fs.listStatus(root):
+        name = entry.getPath().getName()
+        if not _is_day_folder(name) or not entry.isDirectory():
+            files.strays.append(f"{name} (not a dt=YYYY-MM-DD folder)")
+    for dt in days_between(start, end):
+        folder = root.suffix(f"/dt={dt}")
+        if not fs.exists(folder):
+            continue
+        found = fs.listFiles(folder, True)
+        while found.hasNext():
+            relative = found.next().getPath().toString().removeprefix(prefix)
+            why = skip_reason(relative.split("/", 1)[1])
+            if why is None:
+                files.read.setdefault(dt, []).append(relative)
+            else:
+                files.skipped.setdefault(dt, []).append(f"{relative} ({why})")
+    return files
+
+
+def _is_day_folder(name: str) -> bool:
+    match = DAY_FOLDER.fullmatch(name)
+    if match is None:
+        return False
+    try:
+        date.fromisoformat(match.group(1))
+    except ValueError:
+        return False
+    return True
+
+
 def _read_days(
     spark: SparkSession, settings: Settings, source: str, start: str, end: str
-) -> DataFrame:
-    """Raw lines of every arrival day in [start, end] as text with their `dt`, in one scan; a
-    missing folder is an empty day, not an error."""
-    paths = [raw_partition(settings, source, dt) for dt in days_between(start, end)]
-    paths = [p for p in paths if "://" in p or Path(p).exists()]
+) -> tuple[DataFrame, RawFiles]:
+    """Raw lines of every arrival day in [start, end] as text with their `dt`, in one scan,
+    and the account of the files: which were read, which skipped and why."""
+    files = list_raw_files(spark, settings, source, start, end)
+    for line in files.strays:
+        step_log(__name__, "ingest", start).warning("raw %s: %s", source, line)
+    paths = files.paths(f"{settings.raw_dir.rstrip('/')}/{source}")
     if not paths:
-        return spark.createDataFrame([], "value string, dt string")
+        return spark.createDataFrame([], "value string, dt string"), files
     # Invalid UTF-8 is replaced, not dropped: the row still reaches a rule below.
     lines = spark.read.option("wholetext", "false").text(paths)
     day = F.regexp_extract(F.col("_metadata.file_path"), r"dt=(\d{4}-\d{2}-\d{2})", 1)
-    return lines.select("value", day.alias("dt"))
+    return lines.select("value", day.alias("dt")), files
+
+
+def _file_lists(files: RawFiles, dt: str) -> tuple[list[str], list[str]]:
+    """(read, skipped) of one day; folders that are no day are reported with every day."""
+    return files.read.get(dt, []), files.skipped.get(dt, []) + files.strays
+
+
+class RawFileError(RuntimeError):
+    """A file the ingest should read cannot be read (a truncated archive, a lost block)."""
+
+
+def _checked(frame: DataFrame, source: str) -> DataFrame:
+    """frame materialised (the raw files are read here), with an unreadable file named."""
+    try:
+        return frame.localCheckpoint()
+    except Exception as error:  # py4j's or pyspark's wrapper of Spark's FAILED_READ_FILE
+        text = str(error)
+        found = re.search(r"reading file (\S+?)\.?\s", text)
+        if found is None:
+            raise
+        cause = re.search(r"Caused by: ([^\n]+)", text)
+        why = cause.group(1) if cause else text.splitlines()[0]
+        raise RawFileError(f"{source}: cannot read raw file {found.group(1)}: {why}") from error
 
 
 def _blank(text: SparkColumn) -> SparkColumn:
@@ -254,38 +365,50 @@ def _counts_by_day(frame: DataFrame) -> dict[str, int]:
 
 
 def _within_lookback(later: SparkColumn, earlier: SparkColumn) -> SparkColumn:
-    """`earlier` is the day `later` or one of the DEDUP_LOOKBACK_DAYS days before it."""
+    """`earlier` is the day `later` or one of the PARENT_LOOKBACK_DAYS days before it."""
     return (earlier <= later) & (earlier >= F.date_format(
-        F.date_sub(F.to_date(later), DEDUP_LOOKBACK_DAYS), "yyyy-MM-dd"
+        F.date_sub(F.to_date(later), PARENT_LOOKBACK_DAYS), "yyyy-MM-dd"
     ))  # fmt: skip
 
 
+def event_content(contract: Contract) -> SparkColumn:
+    """A digest of what an event says (every contract column but when it was received): two
+    copies with the same id and digest are one event delivered twice; with another digest,
+    a conflict."""
+    said = [c for c in contract.column_names if c != "ingestion_time"]
+    return F.sha2(F.to_json(F.struct(*said)), 256)
+
+
 def _first_deliveries(occurrences: DataFrame) -> DataFrame:
-    """Status of each (event_id, dt) of a chunk: "kept", "duplicate" (an earlier day within
-    the lookback kept it) or "orphan", read in day order per event id, where `prior` rows
-    are bronze's own, kept before the chunk. Exactly what day-by-day runs decide: a copy is a
-    duplicate of what bronze kept, never of what was quarantined."""
+    """Status of each (event_id, dt) of a chunk: "kept", "duplicate" (bronze or an earlier
+    day of the chunk kept the same content), "conflict" (it kept other content under the id)
+    or "orphan", read per event id with bronze's own copies (`prior`, from any day outside
+    the chunk, before or after it) first, then the chunk's in day order. Exactly what
+    day-by-day runs decide: a copy is measured against what bronze kept, never against what
+    was quarantined."""
     start = F.struct(
-        F.lit(None).cast("string").alias("last"),
+        F.lit(None).cast("string").alias("content"),
         F.array().cast("array<struct<dt:string,status:string>>").alias("out"),
     )
 
     def step(acc: SparkColumn, x: SparkColumn) -> SparkColumn:
-        seen = acc["last"].isNotNull() & (
-            F.datediff(F.to_date(x["dt"]), F.to_date(acc["last"])) <= DEDUP_LOOKBACK_DAYS
-        )
+        seen = acc["content"].isNotNull()
         status = (
             F.when(x["prior"], F.lit("prior"))
-            .when(seen, F.lit("duplicate"))
+            .when(seen & (x["content"] == acc["content"]), F.lit("duplicate"))
+            .when(seen, F.lit("conflict"))
             .when(x["orphan"], F.lit("orphan"))
             .otherwise(F.lit("kept"))
         )
-        last = F.when(status.isin("prior", "kept"), x["dt"]).otherwise(acc["last"])
+        content = F.when(status.isin("prior", "kept"), x["content"]).otherwise(acc["content"])
         entry = F.struct(x["dt"].alias("dt"), status.alias("status"))
-        return F.struct(last.alias("last"), F.concat(acc["out"], F.array(entry)).alias("out"))
+        return F.struct(content.alias("content"), F.concat(acc["out"], F.array(entry)).alias("out"))
 
+    bronze_first = F.when(F.col("prior"), 0).otherwise(1).alias("rank")
     per_id = occurrences.groupBy("event_id").agg(
-        F.array_sort(F.collect_list(F.struct("dt", "prior", "orphan"))).alias("days")
+        F.array_sort(
+            F.collect_list(F.struct(bronze_first, "dt", "prior", "orphan", "content"))
+        ).alias("days")
     )
     decided = per_id.select("event_id", F.aggregate("days", start, step)["out"].alias("out"))
     return (
@@ -295,30 +418,57 @@ def _first_deliveries(occurrences: DataFrame) -> DataFrame:
     )
 
 
+def _bronze_copies(
+    spark: SparkSession, settings: Settings, delivered: DataFrame, start: str, end: str
+) -> DataFrame:
+    """(event_id, dt, content) of bronze's kept copies, on any day outside [start, end], of
+    the ids delivered in the chunk. Cheap by the table's layout: the event_id column of every
+    day is read alone (Parquet reads a column, not rows), and whole rows only of the days
+    that hold a match."""
+    empty = spark.createDataFrame([], "event_id string, dt string, content string")
+    if not tables.exists(spark, tables.BRONZE_EVENTS, settings):
+        return empty
+    outside = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
+        ~tables.day_range(start, end)
+    )
+    ids = delivered.select("event_id").distinct()
+    hits = outside.select("event_id", "dt").join(ids, "event_id", "left_semi").localCheckpoint()
+    days = [r.dt for r in hits.select("dt").distinct().collect()]
+    if not days:
+        return empty
+    rows = outside.where(F.col("dt").isin(days)).join(hits, ["event_id", "dt"], "left_semi")
+    return rows.select(
+        "event_id", "dt", event_content(load_contract("raw_events")).alias("content")
+    )
+
+
 def _resolve_events(
-    spark: SparkSession, settings: Settings, delivered: DataFrame, start: str, cached: list
-) -> tuple[DataFrame, ...]:
-    """(kept, duplicates, orphans) of the chunk's events, each delivery already unique per
+    spark: SparkSession, settings: Settings, delivered: DataFrame, span: tuple[str, str],
+    cached: list,
+) -> tuple[DataFrame, ...]:  # fmt: skip
+    """(kept, duplicates, rejected) of the chunk's events, each delivery already unique per
     event id. Impressions, then clicks, then conversions: a click needs a kept impression of
     the same request and item, a conversion a kept click, delivered the same day or in the
-    lookback before it; a copy of an event bronze kept in the lookback is a duplicate."""
+    lookback before it (else orphan_click / orphan_conversion); a copy of an event bronze
+    kept, on any day, is a duplicate, or a conflicting_duplicate when it says otherwise."""
+    start, end = span
     keys = ["user_id", "item_id", "request_id"]
-    prior = spark.createDataFrame([], "event_id string, user_id string, item_id string, "
-                                  "request_id string, event_type string, dt string")  # fmt: skip
+    parents = spark.createDataFrame([], "event_id string, user_id string, item_id string, "
+                                    "request_id string, event_type string, dt string")  # fmt: skip
     if tables.exists(spark, tables.BRONZE_EVENTS, settings):
-        lo = day_offset(start, -DEDUP_LOOKBACK_DAYS)
-        prior = (
+        lo = day_offset(start, -PARENT_LOOKBACK_DAYS)
+        parents = (
             tables.read(spark, tables.BRONZE_EVENTS, settings)
             .where((F.col("dt") >= lo) & (F.col("dt") < start))
             .select("event_id", *keys, "event_type", "dt")
         )
-    kept_keys = prior
-    kept, duplicates, orphans = [], [], []
+    copies = _bronze_copies(spark, settings, delivered, start, end)
+    kept, duplicates, rejected = [], [], []
     for kind, parent in (("impression", None), ("click", "impression"), ("conversion", "click")):
         these = delivered.where(F.col("event_type") == kind)
         flagged = these.withColumn("orphan", F.lit(False))
         if parent is not None:
-            have = kept_keys.where(F.col("event_type") == parent).select(
+            have = parents.where(F.col("event_type") == parent).select(
                 *[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt")
             )
             match = [F.col(k) == F.col(f"_p_{k}") for k in keys]
@@ -331,26 +481,27 @@ def _resolve_events(
                 .withColumn("orphan", F.col("_has").isNull())
                 .drop("_has")
             )
-        occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan")
-        earlier = prior.join(these.select("event_id"), "event_id", "left_semi")
+        occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan",
+                                     F.col("_content").alias("content"))  # fmt: skip
+        earlier = copies.join(these.select("event_id"), "event_id", "left_semi")
         occurrences = occurrences.unionByName(
-            earlier.select(
-                "event_id", "dt", F.lit(True).alias("prior"), F.lit(False).alias("orphan")
-            )
-        )
-        status = _first_deliveries(occurrences)
-        decided = these.join(status, ["event_id", "dt"]).localCheckpoint()
+            earlier.select("event_id", "dt", F.lit(True).alias("prior"),
+                           F.lit(False).alias("orphan"), "content")
+        )  # fmt: skip
+        decided = these.join(_first_deliveries(occurrences), ["event_id", "dt"]).localCheckpoint()
         cached.append(decided)
         kept.append(decided.where(F.col("status") == "kept").drop("status"))
         duplicates.append(decided.where(F.col("status") == "duplicate").select("dt"))
-        orphans.append(
-            decided.where(F.col("status") == "orphan").select(
-                "dt", "raw_record", F.lit(f"orphan_{kind}").alias("reason"),
-                F.array(F.lit(f"orphan_{kind}")).alias("rules"),
+        reason = F.when(F.col("status") == "orphan", F.lit(f"orphan_{kind}")).otherwise(
+            F.lit("conflicting_duplicate")
+        )
+        rejected.append(
+            decided.where(F.col("status").isin("orphan", "conflict")).select(
+                "dt", "raw_record", reason.alias("reason"), F.array(reason).alias("rules")
             )
-        )  # fmt: skip
-        kept_keys = kept_keys.unionByName(kept[-1].select("event_id", *keys, "event_type", "dt"))
-    return tuple(reduce(DataFrame.unionByName, frames) for frames in (kept, duplicates, orphans))
+        )
+        parents = parents.unionByName(kept[-1].select("event_id", *keys, "event_type", "dt"))
+    return tuple(reduce(DataFrame.unionByName, frames) for frames in (kept, duplicates, rejected))
 
 
 def ingest_events_days(
@@ -361,17 +512,28 @@ def ingest_events_days(
     one day."""
     run_id = run_id or uuid.uuid4().hex[:12]
     contract = load_contract("raw_events")
-    lines = _read_days(spark, settings, "events", start, end)
+    lines, files = _read_days(spark, settings, "events", start, end)
     # Checkpointed, not cached: later plans start from the rows, not from ~100 parse checks.
-    checked = validate(lines, contract, True).localCheckpoint()
+    checked = _checked(validate(lines, contract, True), "raw_events")
     good = checked.where(F.size("rules") == 0).select("typed.*", "raw_record", "dt")
+    good = good.withColumn("_content", event_content(contract))
     bad = checked.where(F.size("rules") > 0)
-    # The same event id twice in one delivery: the first ingested stays.
-    first = Window.partitionBy("event_id", "dt").orderBy("ingestion_time", "event_time")
-    good = good.withColumn("_n", F.row_number().over(first)).localCheckpoint()
-    delivered = good.where("_n = 1").drop("_n")
+    # The same event id twice in one delivery: the first ingested stays; a later copy is a
+    # duplicate when it says the same, a conflicting_duplicate when it does not.
+    first = Window.partitionBy("event_id", "dt").orderBy("ingestion_time", "event_time", "_content")
+    good = (
+        good.withColumn("_n", F.row_number().over(first))
+        .withColumn("_same", F.col("_content") == F.first("_content").over(first))
+        .localCheckpoint()
+    )
+    delivered = good.where("_n = 1").drop("_n", "_same")
+    repeated = good.where("_n > 1")
     cached: list[DataFrame] = []  # the decisions of each event type, unpersisted at the end
-    kept, duplicates, orphans = _resolve_events(spark, settings, delivered, start, cached)
+    kept, duplicates, rejected = _resolve_events(spark, settings, delivered, (start, end), cached)
+    conflicts = repeated.where(~F.col("_same")).select(
+        "dt", "raw_record", F.lit("conflicting_duplicate").alias("reason"),
+        F.array(F.lit("conflicting_duplicate")).alias("rules"),
+    )  # fmt: skip
     bronze = kept.select(
         *contract.column_names,
         F.current_timestamp().alias("ingested_at"),
@@ -379,11 +541,12 @@ def ingest_events_days(
         "dt",
     )
     tables.replace_partition(bronze, tables.BRONZE_EVENTS, settings, tables.day_range(start, end))
-    bad = bad.select("dt", "raw_record", "reason", "rules").unionByName(orphans)
+    bad = bad.select("dt", "raw_record", "reason", "rules").unionByName(rejected)
+    bad = bad.unionByName(conflicts)
     _write_quarantine(spark, settings, _quarantine_rows(bad, "raw_events", run_id), "raw_events",
                       start, end)  # fmt: skip
     raw = _counts_by_day(checked)
-    repeats = _counts_by_day(good.where("_n > 1"))
+    repeats = _counts_by_day(repeated.where("_same"))
     dups = _counts_by_day(duplicates)
     # Counted back from the tables as written, so the identity checked is a real one.
     written = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
@@ -391,7 +554,8 @@ def ingest_events_days(
     quarantined = _quarantined_by_day(spark, settings, "raw_events", start, end)
     counts = [
         IngestCounts("raw_events", dt, run_id, raw.get(dt, 0), in_bronze.get(dt, 0),
-                     quarantined.get(dt, 0), repeats.get(dt, 0) + dups.get(dt, 0))
+                     quarantined.get(dt, 0), repeats.get(dt, 0) + dups.get(dt, 0),
+                     *_file_lists(files, dt))
         for dt in days_between(start, end)
     ]  # fmt: skip
     for frame in (checked, good, *cached):
@@ -429,8 +593,8 @@ def ingest_dimension_days(
         "items": (tables.BRONZE_ITEMS, tables.BRONZE_ITEM_HISTORY),
         "users": (tables.BRONZE_USERS, tables.BRONZE_USER_HISTORY),
     }[source]
-    lines = _read_days(spark, settings, source, start, end)
-    checked = validate(lines, contract, extra_checks=False).cache()
+    lines, files = _read_days(spark, settings, source, start, end)
+    checked = _checked(validate(lines, contract, extra_checks=False), f"raw_{source}")
     good = checked.where(F.size("rules") == 0).select("typed.*", "dt").cache()
     bad = checked.where(F.size("rules") > 0)
     key = contract.key[0]
@@ -456,7 +620,8 @@ def ingest_dimension_days(
     # bronze rows: each delivery's rows, one per key (the newest updated_at of the delivery)
     counts = [
         IngestCounts(source_name, dt, run_id, raw.get(dt, 0), kept.get(dt, 0),
-                     quarantined.get(dt, 0), delivered.get(dt, 0) - kept.get(dt, 0))
+                     quarantined.get(dt, 0), delivered.get(dt, 0) - kept.get(dt, 0),
+                     *_file_lists(files, dt))
         for dt in days_between(start, end)
     ]  # fmt: skip
     for frame in (good, checked, upsert):
@@ -497,11 +662,13 @@ def _record_runs(
     spark: SparkSession, settings: Settings, counts: list[IngestCounts], start: str, end: str
 ) -> None:
     df = tables.BRONZE_INGEST_RUNS.frame(spark, [asdict(c) for c in counts])
+    path = tables.BRONZE_INGEST_RUNS.path(settings)
     if not tables.exists(spark, tables.BRONZE_INGEST_RUNS, settings):
-        df.write.format("delta").partitionBy("dt").save(tables.BRONZE_INGEST_RUNS.path(settings))
+        df.write.format("delta").partitionBy("dt").save(path)
         return
     predicate = tables.day_range(start, end) & (F.col("source") == counts[0].source)
-    tables.replace_partition(df, tables.BRONZE_INGEST_RUNS, settings, predicate)
+    # A warehouse written before the file lists were recorded gains their columns.
+    tables.replace_partition(df, tables.BRONZE_INGEST_RUNS, settings, predicate, True)
 
 
 def ingest_days(
@@ -516,7 +683,10 @@ def ingest_days(
         *ingest_events_days(spark, settings, start, end, run_id),
     ]
     for counts in results:
-        step_log(__name__, "ingest", counts.dt).info("%s", counts.line())
+        log = step_log(__name__, "ingest", counts.dt)
+        log.info("%s", counts.line())
+        for skipped in counts.files_skipped:
+            log.warning("%s: not read: %s", counts.source, skipped)
         if not counts.reconciles or counts.duplicate_rows < 0:
             raise ReconciliationError(f"{counts.dt} {counts.line()}")
     return results

@@ -20,6 +20,7 @@ from choirflow.quality.gate import (
 from choirflow.quality.suites import (
     bronze_dimension_suite,
     bronze_events_suite,
+    bronze_ingest_runs_suite,
     gold_samples_suite,
     item_embeddings_suite,
     user_groups_suite,
@@ -52,7 +53,8 @@ def bronze_gate(
     spark: SparkSession, settings: Settings, start: str, end: str | None = None
 ) -> list[dict[str, Any]]:
     """The bronze suites over every day of [start, end] (one day when end is None): the
-    day's events, and each dimension as it stood at the end of the day."""
+    day's events, each dimension as it stood at the end of the day, and the ingest's own
+    account of the day (counts reconcile, no file left unread)."""
     end = end or start
     tolerance = settings.quality.volume_tolerance
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
@@ -68,6 +70,10 @@ def bronze_gate(
         delivered = _days_with(tables.read(spark, table, settings), "dt", start, end)
         spec = bronze_dimension_suite(name)
         reports += validate_states(settings, as_of, spec, list(prior), delivered, "as_of")
+    runs = tables.read(spark, tables.BRONZE_INGEST_RUNS, settings).where(
+        tables.day_range(start, end)
+    )
+    reports += validate_days(settings, runs, {dt: bronze_ingest_runs_suite() for dt in prior})
     return conclude(spark, settings, reports)
 
 

@@ -130,6 +130,24 @@ def bronze_dimension_suite(name: str) -> SuiteSpec:
     return SuiteSpec(f"bronze.{name}", contract.key, expectations, _width_columns(contract))
 
 
+def bronze_ingest_runs_suite() -> SuiteSpec:
+    """Each source's account of a day: it reconciles (hard), and every file under the day's
+    folder was read (soft: a skipped file or a folder that is no day is named in
+    bronze.ingest_runs, in the report and in Data Docs)."""
+    expectations = [
+        gxe.ExpectColumnValuesToBeInSet(column="_reconciles", value_set=[True], meta=HARD),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="_files_skipped", min_value=0, max_value=0, meta=SOFT
+        ),
+    ]
+    accounted = F.col("bronze_rows") + F.col("quarantined_rows") + F.col("duplicate_rows")
+    derived = {
+        "_reconciles": F.col("raw_rows") == accounted,
+        "_files_skipped": F.size(F.coalesce("files_skipped", F.array())),
+    }
+    return SuiteSpec("bronze.ingest_runs", ("source",), expectations, derived)
+
+
 def gold_samples_suite(
     max_seq_len: int,
     previous_counts: list[int],
