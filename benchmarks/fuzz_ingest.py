@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,46 @@ def _judge_seconds(text: list[str]) -> float | None:
     return time.perf_counter() - t0
 
 
+def _timed_runs(spark, settings, folder: Path) -> tuple[object, float, float]:
+    """(counts, seconds of the second ingest of the day, seconds of Spark's own reader)."""
+    from pyspark.sql import functions as F
+
+    from choirflow.contracts import load_contract
+    from choirflow.ingest.raw import ingest_events
+
+    ingest_events(spark, settings, DAY)  # warm: Python workers, the JIT
+    t0 = time.perf_counter()
+    counts = ingest_events(spark, settings, DAY)
+    ingest_s = time.perf_counter() - t0
+    schema = load_contract("raw_events").spark_schema()
+    t0 = time.perf_counter()
+    parsed = spark.read.text(str(folder)).select(F.from_json("value", schema).alias("r"))
+    parsed.where(F.col("r").isNotNull()).count()
+    return counts, ingest_s, time.perf_counter() - t0
+
+
+def _where_they_went(spark, settings, mutated: list[tuple[str, str]]) -> dict:
+    """How many mutated lines landed in quarantine with their rule, and out of bronze."""
+    from pyspark.sql import functions as F
+
+    from choirflow import tables
+
+    q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == DAY)
+    reasons = {r.raw_record: r.reason for r in q.select("raw_record", "reason").collect()}
+    events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == DAY)
+    kept = {r.event_id for r in events.select("event_id").collect()}
+    out = [f"m-{i}" not in kept and f"p-{i}" not in kept for i in range(len(mutated))]
+    landed = sum(
+        reasons.get(line) == rule and o for (line, rule), o in zip(mutated, out, strict=True)
+    )
+    misses = [(line[:100], rule, reasons.get(line)) for line, rule in mutated
+              if reasons.get(line) != rule][:5]  # fmt: skip
+    return {
+        "share_landed_as_expected": landed / len(mutated), "first_misses": misses,
+        "share_kept_out_of_bronze": sum(out) / len(mutated),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
@@ -85,18 +126,12 @@ def main() -> None:
         "CHOIRFLOW__SPARK__MASTER": "local[2]",
         "TQDM_DISABLE": "1",
     })  # fmt: skip
-    from pyspark.sql import functions as F
-
-    from choirflow import tables
     from choirflow.config import load_settings
-    from choirflow.contracts import load_contract
-    from choirflow.ingest.raw import ingest_events
     from choirflow.spark import get_spark
 
     if args.load_lines:
         saved = json.loads(Path(args.load_lines).read_text())
         mutated, valid = [tuple(pair) for pair in saved["mutated"]], saved["valid"]
-        args.lines = len(mutated)
     else:
         mutated, valid = _lines(args.lines, args.valid, args.seed)
     if args.save_lines:
@@ -105,48 +140,16 @@ def main() -> None:
     folder.mkdir(parents=True)
     text = [line for line, _ in mutated] + valid
     (folder / "part-00000.jsonl").write_text("\n".join(text) + "\n")
-
     judge_s = _judge_seconds(text)
-
     settings = load_settings()
     spark = get_spark(settings)
-    ingest_events(spark, settings, DAY)  # warm: Python workers, the JIT
-    t0 = time.perf_counter()
-    counts = ingest_events(spark, settings, DAY)
-    ingest_s = time.perf_counter() - t0
-
-    schema = load_contract("raw_events").spark_schema()
-    t0 = time.perf_counter()
-    spark.read.text(str(folder)).select(F.from_json("value", schema).alias("r")).where(
-        F.col("r").isNotNull()
-    ).count()
-    peer_s = time.perf_counter() - t0
-
-    q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == DAY)
-    reasons = {r.raw_record: r.reason for r in q.select("raw_record", "reason").collect()}
-    kept = {
-        r.event_id
-        for r in tables.read(spark, tables.BRONZE_EVENTS, settings)
-        .where(F.col("dt") == DAY)
-        .select("event_id")
-        .collect()
-    }
-    landed = sum(
-        reasons.get(line) == rule and f"m-{i}" not in kept and f"p-{i}" not in kept
-        for i, (line, rule) in enumerate(mutated)
-    )
-    kept_out = sum(f"m-{i}" not in kept and f"p-{i}" not in kept for i in range(args.lines))
-    misses = [(line[:100], rule, reasons.get(line)) for line, rule in mutated
-              if reasons.get(line) != rule][:5]  # fmt: skip
-    rules: dict[str, int] = {}
-    for _, rule in mutated:
-        rules[rule.split(":")[0]] = rules.get(rule.split(":")[0], 0) + 1
+    counts, ingest_s, peer_s = _timed_runs(spark, settings, folder)
+    rules = Counter(rule.split(":")[0] for _, rule in mutated)
     result = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}",
         "command": "python benchmarks/fuzz_ingest.py " + " ".join(sys.argv[1:]),
-        "mutated_lines": args.lines, "valid_lines": args.valid, "rules_planted": rules,
-        "share_landed_as_expected": landed / args.lines, "first_misses": misses,
-        "share_kept_out_of_bronze": kept_out / args.lines,
+        "mutated_lines": len(mutated), "valid_lines": len(valid), "rules_planted": rules,
+        **_where_they_went(spark, settings, mutated),
         "reconciles": counts.reconciles, "counts": counts.line(),
         "bronze_rows": counts.bronze_rows, "ingest_seconds": round(ingest_s, 2),
         "ingest_rows_per_s": round(len(text) / ingest_s),

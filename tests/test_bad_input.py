@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 import re
+from functools import partial
 from itertools import count
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from choirflow import tables
+from choirflow.dates import day_offset
+from choirflow.evaluate.report import skipped_files
 from choirflow.ingest.raw import RawFileError, ingest_dimension, ingest_events
 from choirflow.quality.checks import bronze_gate
 from choirflow.quality.gate import QualityGateError
@@ -79,48 +82,6 @@ def _quarantine(spark, settings, dt: str, source: str = "raw_events") -> list[st
     return sorted(r.reason for r in rows)
 
 
-def _ingest_events(spark, settings, dt: str, lines: list) -> tuple[object, list[str], str]:
-    _write(settings, "events", dt, [_event(dt, 9)] + lines)  # one good row in every file
-    counts = ingest_events(spark, settings, dt)
-    assert counts.reconciles
-    assert counts.raw_rows == len(lines) + 1
-    return counts, _quarantine(spark, settings, dt), dt
-
-
-def test_bad_blank_optional_strings_are_read_as_null(spark, settings):
-    """Blank optional strings are absent, not values: the row is kept with nulls. A blank
-    required string (a title) quarantines its row; so does a blank catalogue key."""
-    dt = _new_day()
-    _, reasons, _ = _ingest_events(spark, settings, dt, [_event(dt, 1, device=" ", surface="")])
-    assert reasons == []
-    kept = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
-        (F.col("dt") == dt) & (F.col("event_id") == f"{dt}-e1")
-    )
-    assert [(r.device, r.surface) for r in kept.collect()] == [(None, None)]
-    _write(settings, "items", dt, [_item(dt, 1, brand="  "), _item(dt, 2, title=" \n "),
-                                   _item(dt, 3, item_id=" ")])  # fmt: skip
-    counts = ingest_dimension(spark, settings, "items", dt)
-    assert counts.reconciles and counts.bronze_rows == 1
-    assert _quarantine(spark, settings, dt, "raw_items") == ["blank:item_id", "blank:title"]
-    history = tables.read(spark, tables.BRONZE_ITEM_HISTORY, settings).where(F.col("dt") == dt)
-    assert [(r.item_id, r.brand) for r in history.collect()] == [("bad-i1", None)]
-
-
-def test_bad_negative_or_absurd_prices(spark, settings):
-    dt = _new_day()
-    _write(settings, "items", dt, [_item(dt, 1), _item(dt, 2, price=-3.0), _item(dt, 3, price=1e9)])
-    counts = ingest_dimension(spark, settings, "items", dt)
-    assert counts.reconciles and counts.bronze_rows == 1
-    assert _quarantine(spark, settings, dt, "raw_items") == ["above_max:price", "below_min:price"]
-
-
-def test_bad_duplicates(spark, settings):
-    dt = _new_day()
-    dup = _event(dt, 9)  # the same id as the good row that every file carries
-    counts, reasons, _ = _ingest_events(spark, settings, dt, [dup, dup])
-    assert reasons == [] and counts.duplicate_rows == 2 and counts.bronze_rows == 1
-
-
 def test_bad_duplicates_across_days_in_any_order(spark, settings):
     """An event id bronze holds is a duplicate whatever day its copy arrives on (ten days
     later: past any look-back) and in whatever order the days are ingested (an earlier day
@@ -129,58 +90,27 @@ def test_bad_duplicates_across_days_in_any_order(spark, settings):
     early, late, replay = "2027-02-01", "2027-02-02", "2027-02-12"
     same = _event(early, 1, event_id="dup-1")
     other = _event(early, 2, event_id="dup-2", device="ios")
+    finer = _event(early, 3, event_id="dup-3", event_time=f"{early}T10:00:00.000001Z")
     again = {"ingestion_time": f"{late}T08:00:00.000Z"}
-    _write(settings, "events", late, [dict(same, **again), dict(other, device="web", **again)])
-    _write(settings, "events", early, [same, other])
+    _write(settings, "events", late, [
+        dict(same, **again), dict(other, device="web", **again),
+        dict(finer, event_time=f"{early}T10:00:00.000002Z", **again),  # a microsecond apart
+    ])  # fmt: skip
+    _write(settings, "events", early, [same, other, finer])
     _write(settings, "events", replay, [dict(same, ingestion_time=f"{replay}T08:00:00.000Z")])
     for dt in (late, early, replay):
         counts = ingest_events(spark, settings, dt)
         assert counts.reconciles
     assert (counts.bronze_rows, counts.duplicate_rows) == (0, 1)  # the replay
-    early_counts = ingest_events(spark, settings, early)  # a rerun decides the same
-    assert (early_counts.bronze_rows, early_counts.duplicate_rows) == (0, 1)
-    assert _quarantine(spark, settings, early) == ["conflicting_duplicate"]
+    assert _quarantine(spark, settings, early) == ["conflicting_duplicate"] * 2
     bronze = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
-        F.col("event_id").isin("dup-1", "dup-2")
+        F.col("event_id").isin("dup-1", "dup-2", "dup-3")
     )
     assert sorted((r.event_id, r.dt, r.device) for r in bronze.collect()) == [
-        ("dup-1", late, "ios"), ("dup-2", late, "web")
+        ("dup-1", late, "ios"), ("dup-2", late, "web"), ("dup-3", late, "ios")
     ]  # fmt: skip
     q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == early)
-    assert json.loads(q.first().raw_record)["device"] == "ios"
-
-
-def test_bad_click_with_no_impression(spark, settings):
-    dt = _new_day()
-    orphan = _event(dt, 1, event_type="click", request_id="nowhere", position=None)
-    valid = _event(dt, 2, event_type="click", request_id=f"{dt}-r9", position=None)
-    counts, reasons, _ = _ingest_events(spark, settings, dt, [orphan, valid])
-    assert reasons == ["orphan_click"] and counts.bronze_rows == 2
-
-
-def test_bad_conversion_with_no_click(spark, settings):
-    dt = _new_day()
-    orphan = _event(dt, 1, event_type="conversion", position=None, request_id=f"{dt}-r9")
-    counts, reasons, _ = _ingest_events(spark, settings, dt, [orphan])
-    assert reasons == ["orphan_conversion"]
-
-
-def test_bad_nan_or_wrong_width_image_vectors(spark, settings):
-    dt = _new_day()
-    nan_vector = json.dumps(_item(dt, 2)).replace("0.1]", "NaN]")
-    lines = [
-        _item(dt, 1),
-        nan_vector,
-        _item(dt, 3, image_vector=[0.1] * 7),
-        _item(dt, 4, image_vector=None),
-    ]
-    _write(settings, "items", dt, lines)
-    counts = ingest_dimension(spark, settings, "items", dt)
-    assert counts.reconciles and counts.bronze_rows == 2
-    assert _quarantine(spark, settings, dt, "raw_items") == [
-        "non_finite:image_vector",
-        "wrong_width:image_vector",
-    ]
+    assert sorted(json.loads(r.raw_record)["event_id"] for r in q.collect()) == ["dup-2", "dup-3"]
 
 
 def test_bad_empty_day(spark, settings, built):
@@ -193,13 +123,6 @@ def test_bad_empty_day(spark, settings, built):
     message = str(failure.value)
     assert "bronze.events" in message and "expect_table_row_count_to_be_between" in message
     assert "stops before training" in message
-
-
-def test_bad_invalid_utf8(spark, settings):
-    dt = _new_day()
-    line = json.dumps(_event(dt, 1)).encode().replace(b'"ios"', b'"i\xff\xfeos"')
-    _, reasons, _ = _ingest_events(spark, settings, dt, [line])
-    assert reasons == ["invalid_utf8"]
 
 
 def test_bad_late_events_for_a_day_already_built(spark, settings, built, days):
@@ -239,19 +162,31 @@ def test_bad_late_events_for_a_day_already_built(spark, settings, built, days):
 # each test below asserts where every one of its lines went.
 
 PLANTED = "2027-04-01"
+# name -> (catalogue line, where it must go: a rule, or "bronze")
+PLANTED_ITEMS = {
+    "plain": (_item(PLANTED, 1), "bronze"),
+    "a long tag": (_item(PLANTED, 2, tags=["t" * 65]), "too_long:tags"),
+    "32 tags": (_item(PLANTED, 3, tags=["ok"] * 32), "bronze"),
+    "a negative price": (_item(PLANTED, 4, price=-3.0), "below_min:price"),
+    "an absurd price": (_item(PLANTED, 5, price=1e9), "above_max:price"),
+    "NaN in the vector": (json.dumps(_item(PLANTED, 6)).replace("0.1]", "NaN]"),
+                          "non_finite:image_vector"),
+    "a narrow vector": (_item(PLANTED, 7, image_vector=[0.1] * 7), "wrong_width:image_vector"),
+    "no vector": (_item(PLANTED, 8, image_vector=None), "bronze"),
+    "a blank brand": (_item(PLANTED, 9, brand="  "), "bronze"),
+    "a blank title": (_item(PLANTED, 10, title=" \n "), "blank:title"),
+    "a blank key": (_item(PLANTED, 11, item_id=" "), "blank:item_id"),
+}  # fmt: skip
 _STRAYS = ("dt=garbage", "dt=2027-4-1", "dt=2027-02-30")
 
 
-def _planted_events(dt: str) -> dict[str, list[tuple[str, str]]]:
-    """kind -> [(raw line, where it must go: a rule, or "bronze")]."""
+def _line(dt: str, kind: str, n: int, **overrides) -> str:
+    return json.dumps(_event(dt, n, event_id=f"{kind}-{n}", **overrides))
 
-    def line(kind: str, n: int, **overrides) -> str:
-        return json.dumps(_event(dt, n, event_id=f"{kind}-{n}", **overrides))
 
-    def joined(kind: str, n: int, separator: str) -> str:
-        return line(kind, n) + separator + line(kind, n + 1)
-
-    wide = "x" * (1 << 20)
+def _planted_rules(dt: str) -> dict[str, list[tuple[str, str]]]:
+    """kind -> [(raw line, where it must go: a rule, or "bronze")]: the contract's rules."""
+    line = partial(_line, dt)
     no_user = {k: v for k, v in _event(dt, 1, event_id="missing-1").items() if k != "user_id"}
     no_time = {k: v for k, v in _event(dt, 3, event_id="missing-3").items() if k != "event_time"}
     return {
@@ -282,6 +217,36 @@ def _planted_events(dt: str) -> dict[str, list[tuple[str, str]]]:
         ],
         "extra": [(line("extra", 1, shoe_size=42), "unexpected_column")],
         "long": [(line("long", 1, user_id="u" * 5000), "too_long:user_id")],
+        "blankopt": [(line("blankopt", 1, device=" ", surface=""), "bronze")],
+        "orphan": [
+            (
+                line("orphan", 1, event_type="click", request_id="nowhere", position=None),
+                "orphan_click",
+            ),
+            (
+                line("orphan", 2, event_type="click", request_id=f"{dt}-r9", position=None),
+                "bronze",
+            ),  # the good impression's click
+            (
+                line("orphan", 3, event_type="conversion", request_id="nowhere-2", position=None),
+                "orphan_conversion",
+            ),
+        ],  # fmt: skip
+    }
+
+
+def _planted_strictness(dt: str) -> dict[str, list[tuple[str, str]]]:
+    """kind -> [(raw line, where it must go)]: what Spark's own reader let through."""
+    line = partial(_line, dt)
+
+    def joined(kind: str, n: int, separator: str) -> str:
+        return line(kind, n) + separator + line(kind, n + 1)
+
+    def arriving(n: int, event: str, ingested: str) -> str:
+        return line("arrival", n, event_time=event, ingestion_time=ingested)
+
+    next_day = day_offset(dt, 1)
+    return {
         "type": [
             (line("type", 1, user_id={"id": "u0000022"}), "type:user_id"),
             (line("type", 2, item_id=["i000082"]), "type:item_id"),
@@ -302,35 +267,17 @@ def _planted_events(dt: str) -> dict[str, list[tuple[str, str]]]:
             (line("repeated", 1)[:-1] + ', "user_id": "u2"}', "malformed_json"),
             (line("repeated", 2)[:-1] + ', "event_id": "repeated-2"}', "malformed_json"),
         ],
-        "huge": [(line("huge", 1, surface=wide), "line_too_long")],
+        "huge": [(line("huge", 1, surface="x" * (1 << 20)), "line_too_long")],
         "arrival": [
             (
-                line(
-                    "arrival",
-                    1,
-                    event_time="2030-01-01T00:00:00Z",
-                    ingestion_time="2030-01-01T00:00:01Z",
-                ),
+                arriving(1, "2030-01-01T00:00:00Z", "2030-01-01T00:00:01Z"),
                 "event_time_after_arrival_day",
             ),
             (
-                line(
-                    "arrival",
-                    2,
-                    event_time=f"{dt}T23:59:00Z",
-                    ingestion_time="2027-04-02T01:00:00Z",
-                ),
+                arriving(2, f"{dt}T23:59:00Z", f"{next_day}T01:00:00Z"),
                 "ingestion_time_after_arrival_day",
             ),
-            (
-                line(
-                    "arrival",
-                    3,
-                    event_time=f"{dt}T23:59:00Z",
-                    ingestion_time="2027-04-02T00:05:00Z",
-                ),
-                "bronze",
-            ),  # within the skew
+            (arriving(3, f"{dt}T23:59:00Z", f"{next_day}T00:05:00Z"), "bronze"),  # in the skew
         ],  # fmt: skip
         "times": [
             (line("times", 1, event_time=f"{dt}T10:00:00.123456Z"), "bronze"),
@@ -362,22 +309,25 @@ def _write_files(settings, source: str, dt: str, files: dict[str, bytes]) -> Non
 def planted(spark, settings):
     """The planted day ingested once: its events, items and the files around them."""
     dt = PLANTED
-    kinds = _planted_events(dt)
+    kinds = _planted_rules(dt) | _planted_strictness(dt)
     kinds["mutation"] = _mutations(dt)
     body = "\n".join(line for lines in kinds.values() for line, _ in lines) + "\n"
     good = (json.dumps(_event(dt, 9, event_id="good-9")) + "\n").encode()
+    utf8 = _line(dt, "utf8", 1).encode().replace(b'"ios"', b'"i\xff\xfeos"') + b"\n"
     nested = (json.dumps(_event(dt, 8, event_id="nested-8")) + "\n").encode()
     zipped = gzip.compress((json.dumps(_event(dt, 7, event_id="zipped-7")) + "\n").encode())
     unread = {
         ".hidden.jsonl": good, "_underscore.jsonl": good, "_temporary/0/part-1.jsonl": good,
         "part-00002.jsonl.tmp": good, "notes.txt": good,
     }  # fmt: skip
+    globbed = (json.dumps(_event(dt, 6, event_id="globbed-6")) + "\n").encode()
     _write_files(settings, "events", dt, {
-        "part-00000.jsonl": good + body.encode(), "late/part-00001.jsonl": nested,
+        "part-00000.jsonl": good + good + good + utf8 + body.encode(),  # two copies of one
+        "late/part-00001.jsonl": nested,
+        "part[9].jsonl": globbed,
         "part-00003.jsonl.gz": zipped, **unread,
     })  # fmt: skip
-    items = [_item(dt, 1), _item(dt, 2, tags=["t" * 65]), _item(dt, 3, tags=["ok"] * 32)]
-    _write(settings, "items", dt, items)
+    _write(settings, "items", dt, [outcome[0] for outcome in PLANTED_ITEMS.values()])
     _write(settings, "users", dt, [{"user_id": "u1", "updated_at": f"{dt}T00:00:00Z"}])
     strays = [Path(settings.raw_dir) / "events" / name for name in _STRAYS]
     for folder in strays:
@@ -392,14 +342,28 @@ def planted(spark, settings):
             folder.rmdir()
     q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == dt)
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
+    history = tables.read(spark, tables.BRONZE_ITEM_HISTORY, settings).where(F.col("dt") == dt)
     return {
         "kinds": kinds,
         "counts": counts,
         "item_counts": item_counts,
         "gate": gate,
         "quarantined": {r.raw_record: r.reason for r in q.collect()},
+        "items": {r.item_id: r for r in history.collect()},
         "bronze": {r.event_id: r for r in events.collect()},
     }
+
+
+def _assert_where_each_item_went(planted, *names: str) -> None:
+    wrong = []
+    for name in names:
+        line, expected = PLANTED_ITEMS[name]
+        raw = line if isinstance(line, str) else json.dumps(line)
+        kept = json.loads(raw)["item_id"] in planted["items"]
+        went = planted["quarantined"].get(raw, "bronze" if kept else "nowhere")
+        if went != expected:
+            wrong.append((name, expected, went))
+    assert not wrong, f"items that went elsewhere: {wrong}"
 
 
 def _assert_where_each_line_went(planted, kind: str) -> None:
@@ -488,13 +452,47 @@ def test_bad_random_mutations_always_reach_quarantine(planted):
     _assert_where_each_line_went(planted, "mutation")
     counts = planted["counts"]
     planted_lines = sum(len(lines) for lines in planted["kinds"].values())
-    assert counts.raw_rows == planted_lines + 3  # the good, nested and compressed lines
-    assert counts.reconciles and counts.duplicate_rows == 0
+    # the good line and its two copies, the invalid UTF-8, nested, compressed, globbed lines
+    assert counts.raw_rows == planted_lines + 7
+    assert counts.reconciles and counts.duplicate_rows == 2
 
 
-def test_bad_long_tags(planted, spark, settings):
-    assert _quarantine(spark, settings, PLANTED, "raw_items") == ["too_long:tags"]
-    assert planted["item_counts"].bronze_rows == 2 and planted["item_counts"].reconciles
+def test_bad_long_tags(planted):
+    _assert_where_each_item_went(planted, "a long tag", "32 tags")
+    assert planted["item_counts"].bronze_rows == 4 and planted["item_counts"].reconciles
+
+
+def test_bad_negative_or_absurd_prices(planted):
+    _assert_where_each_item_went(planted, "plain", "a negative price", "an absurd price")
+
+
+def test_bad_nan_or_wrong_width_image_vectors(planted):
+    _assert_where_each_item_went(planted, "NaN in the vector", "a narrow vector", "no vector")
+
+
+def test_bad_blank_optional_strings_are_read_as_null(planted):
+    """Blank optional strings are absent, not values: the row is kept with nulls. A blank
+    required string (a title) quarantines its row; so does a blank catalogue key."""
+    _assert_where_each_line_went(planted, "blankopt")
+    kept = planted["bronze"]["blankopt-1"]
+    assert (kept.device, kept.surface) == (None, None)
+    _assert_where_each_item_went(planted, "a blank brand", "a blank title", "a blank key")
+    assert planted["items"]["bad-i9"].brand is None
+
+
+def test_bad_duplicates(planted):
+    """Two more copies of one event in one delivery: counted, not kept."""
+    assert planted["counts"].duplicate_rows == 2 and "good-9" in planted["bronze"]
+
+
+def test_bad_click_or_conversion_with_no_parent(planted):
+    _assert_where_each_line_went(planted, "orphan")
+
+
+def test_bad_invalid_utf8(planted):
+    """A line with bytes that are not UTF-8 is quarantined (stored with the bytes replaced)."""
+    found = [reason for raw, reason in planted["quarantined"].items() if '"utf8-1"' in raw]
+    assert found == ["invalid_utf8"] and "utf8-1" not in planted["bronze"]
 
 
 def test_bad_unread_files_are_accounted_for(planted, spark, settings):
@@ -504,7 +502,8 @@ def test_bad_unread_files_are_accounted_for(planted, spark, settings):
     counts = planted["counts"]
     day = f"dt={PLANTED}"
     assert sorted(counts.files_read) == [
-        f"{day}/late/part-00001.jsonl", f"{day}/part-00000.jsonl", f"{day}/part-00003.jsonl.gz"
+        f"{day}/late/part-00001.jsonl", f"{day}/part-00000.jsonl", f"{day}/part-00003.jsonl.gz",
+        f"{day}/part[9].jsonl",  # read as itself, not as a pattern
     ]  # fmt: skip
     assert sorted(counts.files_skipped) == sorted([
         f"{day}/.hidden.jsonl (hidden)", f"{day}/_underscore.jsonl (hidden)",
@@ -512,11 +511,13 @@ def test_bad_unread_files_are_accounted_for(planted, spark, settings):
         f"{day}/notes.txt (unknown extension)",
         *[f"{name} (not a dt=YYYY-MM-DD folder)" for name in _STRAYS],
     ])  # fmt: skip
-    assert {"good-9", "nested-8", "zipped-7"} <= set(planted["bronze"])
+    assert {"good-9", "nested-8", "zipped-7", "globbed-6"} <= set(planted["bronze"])
     runs = tables.read(spark, tables.BRONZE_INGEST_RUNS, settings).where(
         (F.col("dt") == PLANTED) & (F.col("source") == "raw_events")
     )
     assert sorted(runs.first().files_skipped) == sorted(counts.files_skipped)
+    in_report = skipped_files(runs.toPandas())  # the report's "Raw files not read"
+    assert sorted(in_report["not read (why)"]) == sorted(counts.files_skipped)
     runs_report = next(r for r in planted["gate"] if r["table"] == "bronze.ingest_runs")
     assert runs_report["soft_failures"] == 1  # a hard one would have raised
 

@@ -40,3 +40,14 @@ def test_event_contract_covers_the_documented_fields():
         "click",
         "conversion",
     )
+
+
+@pytest.mark.parametrize("name", ["raw_events", "raw_items", "raw_users"])
+def test_every_string_has_a_length_limit(name):
+    """A string column is bounded by a length or a set of allowed values; a list of strings
+    by its item count and each item's length."""
+    for col in load_contract(name).columns:
+        if col.type == "string":
+            assert col.max_length or col.allowed, f"{name}.{col.name} has no length limit"
+        if col.type == "array<string>":
+            assert col.max_items and col.max_item_length, f"{name}.{col.name} is unbounded"

@@ -65,6 +65,15 @@ def test_a_line_that_is_not_exactly_one_object_is_malformed(line):
         ("event_time", "2026-11-01", "bad_time:event_time"),
         ("event_time", "2026-11-01x10:00:00Z", "bad_time:event_time"),
         ("event_time", "2026-13-01T10:00:00Z", "bad_time:event_time"),
+        ("event_time", "2026-11-01T10.5Z", "bad_time:event_time"),  # half past, not 10:00:00.5
+        ("event_time", "2026-11-01T10:30.5Z", "bad_time:event_time"),
+        ("event_time", "2026-12-31T23:59:60Z", "bad_time:event_time"),  # a leap second
+        ("event_time", "2026-11-01T24:00:01Z", "bad_time:event_time"),
+        ("event_time", "2026-366T10:00:00Z", "bad_time:event_time"),  # 2026 has 365 days
+        ("event_time", "2026-11-01T10:00:00+1", "bad_time:event_time"),
+        ("event_time", "2026-11-01T10:00:00+01:00:30", "bad_time:event_time"),
+        ("event_time", "0001-01-01T00:30:00+01:00", "bad_time:event_time"),  # before year 1
+        ("event_time", "9999-12-31T23:59:59-01:00", "bad_time:event_time"),
     ],
 )
 def test_a_value_of_the_wrong_json_type_is_not_coerced(column, value, rule):
@@ -101,6 +110,10 @@ def test_catalogue_values_are_judged_by_their_element_types():
         ("20261101T100000Z", "2026-11-01T10:00:00.000000Z"),
         ("2026-W44-7T10:00Z", "2026-11-01T10:00:00.000000Z"),
         ("2026-11-01T23:30:00-01:00", "2026-11-02T00:30:00.000000Z"),
+        ("2026-305T10:00:00Z", "2026-11-01T10:00:00.000000Z"),  # ordinal date
+        ("2026305T1000+01", "2026-11-01T09:00:00.000000Z"),
+        ("2026-10-31T24:00:00Z", "2026-11-01T00:00:00.000000Z"),  # the end of a day
+        ("2026-11-01t10:00:00z", "2026-11-01T10:00:00.000000Z"),
     ],
 )
 def test_iso_8601_times_with_an_offset_are_read_in_utc(text, utc):
@@ -112,6 +125,11 @@ def test_iso_8601_times_with_an_offset_are_read_in_utc(text, utc):
 def test_a_line_over_the_size_limit_is_refused_before_parsing():
     line = json.dumps({**GOOD, "user_id": "u" * MAX_LINE_BYTES})
     assert judge_line(line, EVENT_TYPES) == (["line_too_long"], None)
+
+
+def test_a_lone_surrogate_is_judged_not_crashed_on():
+    rules, canonical = judge_line(json.dumps({**GOOD, "surface": "\ud800"}), EVENT_TYPES)
+    assert rules == [] and json.loads(canonical)["surface"] == "\ud800"
 
 
 def test_a_byte_order_mark_is_not_data():

@@ -360,8 +360,22 @@ def volumes_section(data: ReportData) -> Section | None:
         _png(fig) + _table(runs, "no ingest runs") + f"<p>gold.samples rows: {int(today):,}</p>"
         + "<h3>Quarantine reasons</h3>"
         + _table(reasons, "No row was quarantined on this day.")
+        + "<h3>Raw files not read</h3>"
+        + _table(skipped_files(data.runs), "Every file under the day's raw folders was read.")
     )  # fmt: skip
     return Section("Data volumes", body)
+
+
+def skipped_files(runs: pd.DataFrame) -> pd.DataFrame:
+    """(source, file and why) of each raw file or folder the day's ingest did not read."""
+    if "files_skipped" not in runs.columns:  # a warehouse from before the lists were kept
+        return pd.DataFrame()
+    rows = [
+        {"source": run.source, "not read (why)": skipped}
+        for run in runs.itertuples()
+        for skipped in (run.files_skipped if run.files_skipped is not None else [])
+    ]
+    return pd.DataFrame(rows)
 
 
 def promotion_section(data: ReportData) -> Section | None:

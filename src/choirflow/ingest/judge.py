@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -27,9 +27,14 @@ MAX_LINE_BYTES = 1 << 20
 WHOLE_LINE_RULES = ("line_too_long", "malformed_json")
 # The one form of a time Spark reads back (Spark's pattern below): UTC, microseconds.
 SPARK_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-_TIME_CHARACTERS = re.compile(r"[0-9Tt :.,+\-WZz]+")
-# A calendar or week date, extended or basic, then `T` or a space before the time.
-_DATE_THEN_TIME = re.compile(r"\d{4}(-?\d{2}-?\d{2}|-?W\d{2}-?\d)[Tt ]")
+_DATE_FORMS = r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-?W\d{2}-?\d|\d{4}-?\d{3}"
+_DATE = re.compile(_DATE_FORMS)
+# A fraction only on the seconds: Python would read 10.5 (half past ten) as 10:00:00.5.
+_DATE_TIME = re.compile(
+    rf"(?P<date>{_DATE_FORMS})[Tt ]"
+    r"(?P<time>\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?)?|\d{2}(?:\d{2}(?:\d{2}(?:[.,]\d+)?)?)?)"
+    r"(?P<offset>[Zz]|[+-]\d{2}(?::?\d{2})?)"
+)
 _INT_BOUNDS = {"int": 2**31, "long": 2**63}
 
 
@@ -58,30 +63,51 @@ def parse_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def utc_time(text: str) -> str | None:
-    """An ISO 8601 date-time with a UTC offset (extended or basic form, week dates, any
-    fraction of a second, `T` or a space between date and time) as UTC with microseconds;
-    None when the text is not one, or names no offset (a local time is ambiguous)."""
-    if not (_TIME_CHARACTERS.fullmatch(text) and _DATE_THEN_TIME.match(text)):
+def iso_day(text: str) -> date | None:
+    """An ISO 8601 date: calendar (2026-11-01, 20261101), week (2026-W44-7, 2026W447) or
+    ordinal (2026-305, 2026305); None when the text is not one."""
+    if not _DATE.fullmatch(text):
         return None
+    digits = text.replace("-", "")
     try:
-        moment = datetime.fromisoformat(text)
+        if "W" not in digits and len(digits) == 7:  # ordinal: year and day of the year
+            year, day_of_year = int(digits[:4]), int(digits[4:])
+            first = date(year, 1, 1)
+            day = first + timedelta(days=day_of_year - 1)
+            return day if day_of_year >= 1 and day.year == year else None
+        return date.fromisoformat(digits if "W" in digits else text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
+
+
+def utc_time(text: str) -> str | None:
+    """An ISO 8601 date-time with a UTC offset as UTC with microseconds: any date form of
+    iso_day, `T` or a space, a time in extended or basic form to the hour, minute or second
+    with any fraction of a second (read to the microsecond), 24:00 as the next day's start,
+    and `Z` or `±hh[:mm]`. None when the text is not one, names no offset (a local time is
+    ambiguous), or has a fraction of an hour or minute, or a leap second (not representable)."""
+    match = _DATE_TIME.fullmatch(text)
+    day = iso_day(match["date"]) if match else None
+    if day is None:
         return None
-    naive = moment.astimezone(UTC).replace(tzinfo=None)
+    clock, next_day = match["time"], False
+    if clock.startswith("24"):  # the end of the day, only as 24:00[:00[.000]]
+        if set(clock[2:]) - set(":.,0"):
+            return None
+        clock, next_day = "00" + clock[2:], True
+    offset = "+00:00" if match["offset"] in "Zz" else match["offset"]
+    try:
+        moment = datetime.fromisoformat(f"{day.isoformat()}T{clock.replace(',', '.')}{offset}")
+        naive = moment.astimezone(UTC).replace(tzinfo=None) + timedelta(days=next_day)
+    except (ValueError, OverflowError):  # OverflowError: past year 9999 or before year 1 in UTC
+        return None
     return naive.isoformat(timespec="microseconds") + "Z"
 
 
 def iso_date(text: str) -> str | None:
-    """An ISO 8601 calendar or week date as YYYY-MM-DD; None when it is not one."""
-    if not _TIME_CHARACTERS.fullmatch(text):
-        return None
-    try:
-        return date.fromisoformat(text).isoformat()
-    except ValueError:
-        return None
+    """An ISO 8601 date (iso_day's forms) as YYYY-MM-DD; None when it is not one."""
+    day = iso_day(text)
+    return day.isoformat() if day else None
 
 
 def _is_number(value: Any) -> bool:

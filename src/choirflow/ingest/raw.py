@@ -25,6 +25,7 @@ from choirflow.contracts import Column as ContractColumn
 from choirflow.contracts import Contract, load_contract
 from choirflow.dates import day_offset, days_between
 from choirflow.ingest.judge import (
+    MAX_LINE_BYTES,
     SPARK_TIME_FORMAT,
     WHOLE_LINE_RULES,
     contract_types,
@@ -107,7 +108,13 @@ class RawFiles:
     strays: list[str] = field(default_factory=list)
 
     def paths(self, root: str) -> list[str]:
-        return [f"{root}/{rel}" for files in self.read.values() for rel in files]
+        """Each file read, as Spark is to be given it: glob characters escaped (Spark reads a
+        path as a pattern, so `part[1].jsonl` would name another file)."""
+        return [_literal(f"{root}/{rel}") for files in self.read.values() for rel in files]
+
+
+def _literal(path: str) -> str:
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
 
 
 def _file_system(spark: SparkSession, folder: str) -> tuple:
@@ -128,12 +135,13 @@ def list_raw_files(
     prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
     for entry in fs.listStatus(root):
         name = entry.getPath().getName()
-        if not _is_day_folder(name) or not entry.isDirectory():
+        hidden = name.startswith((".", "_"))  # another tool's: .DS_Store, _SUCCESS
+        if not hidden and (not _is_day_folder(name) or not entry.isDirectory()):
             files.strays.append(f"{name} (not a dt=YYYY-MM-DD folder)")
     for dt in days_between(start, end):
         folder = root.suffix(f"/dt={dt}")
-        if not fs.exists(folder):
-            continue
+        if not fs.exists(folder) or not fs.getFileStatus(folder).isDirectory():
+            continue  # a file named like a day folder is a stray, reported above
         found = fs.listFiles(folder, True)
         while found.hasNext():
             relative = found.next().getPath().toString().removeprefix(prefix)
@@ -169,7 +177,9 @@ def _read_days(
         return spark.createDataFrame([], "value string, dt string"), files
     # Invalid UTF-8 is replaced, not dropped: the row still reaches a rule below.
     lines = spark.read.option("wholetext", "false").text(paths)
-    day = F.regexp_extract(F.col("_metadata.file_path"), r"dt=(\d{4}-\d{2}-\d{2})", 1)
+    # The day folder right under the source's folder, wherever the raw root is.
+    folder = rf"/{re.escape(source)}/dt=(\d{{4}}-\d{{2}}-\d{{2}})/"
+    day = F.regexp_extract(F.col("_metadata.file_path"), folder, 1)
     return lines.select("value", day.alias("dt")), files
 
 
@@ -311,11 +321,17 @@ def _judge(contract: Contract) -> Callable[[SparkColumn], SparkColumn]:
 def validate(lines: DataFrame, contract: Contract, extra_checks: bool) -> DataFrame:
     """Judge raw lines (`value`, arrival day `dt`) strictly, parse their canonical form and
     attach `rules` (all broken rules) and `reason` (the first)."""
+    # A line over the size limit is refused here, before it reaches Python (Arrow's batches
+    # have a size limit too).
+    too_long = F.octet_length("value") > MAX_LINE_BYTES
+    text = F.when(~too_long, F.expr("make_valid_utf8(value)"))
     judged = lines.select(
         "dt",
         F.col("value").alias("raw_record"),
-        _judge(contract)(F.expr("make_valid_utf8(value)")).alias("judged"),
-    )
+        F.when(too_long, F.struct(F.array(F.lit("line_too_long")).alias("rules"),
+                                  F.lit(None).cast("string").alias("canonical")))
+        .otherwise(_judge(contract)(text)).alias("judged"),
+    )  # fmt: skip
     canonical = F.col("judged.canonical")
     typed = F.from_json(canonical, contract.spark_schema(), {"timestampFormat": SPARK_TIME_FORMAT})
     parsed = judged.select(
@@ -376,7 +392,8 @@ def event_content(contract: Contract) -> SparkColumn:
     copies with the same id and digest are one event delivered twice; with another digest,
     a conflict."""
     said = [c for c in contract.column_names if c != "ingestion_time"]
-    return F.sha2(F.to_json(F.struct(*said)), 256)
+    exact = {"timestampFormat": SPARK_TIME_FORMAT}  # to the microsecond, as the judge reads
+    return F.sha2(F.to_json(F.struct(*said), exact), 256)
 
 
 def _first_deliveries(occurrences: DataFrame) -> DataFrame:
@@ -419,26 +436,40 @@ def _first_deliveries(occurrences: DataFrame) -> DataFrame:
 
 
 def _bronze_copies(
-    spark: SparkSession, settings: Settings, delivered: DataFrame, start: str, end: str
-) -> DataFrame:
-    """(event_id, dt, content) of bronze's kept copies, on any day outside [start, end], of
-    the ids delivered in the chunk. Cheap by the table's layout: the event_id column of every
-    day is read alone (Parquet reads a column, not rows), and whole rows only of the days
-    that hold a match."""
-    empty = spark.createDataFrame([], "event_id string, dt string, content string")
+    spark: SparkSession, settings: Settings, delivered: DataFrame, span: tuple[str, str],
+    cached: list,
+) -> DataFrame:  # fmt: skip
+    """(event_id, event_type, dt, content) of bronze's kept copies, on any day outside the
+    span, of the ids delivered in the chunk. Cheap by the table's layout: the event_id
+    column of every day is read alone (Parquet reads a column, not rows), and whole rows
+    only of the days that hold a match."""
+    empty = spark.createDataFrame([], "event_id string, event_type string, dt string, "
+                                  "content string")  # fmt: skip
     if not tables.exists(spark, tables.BRONZE_EVENTS, settings):
         return empty
-    outside = tables.read(spark, tables.BRONZE_EVENTS, settings).where(
-        ~tables.day_range(start, end)
-    )
+    outside = tables.read(spark, tables.BRONZE_EVENTS, settings).where(~tables.day_range(*span))
     ids = delivered.select("event_id").distinct()
     hits = outside.select("event_id", "dt").join(ids, "event_id", "left_semi").localCheckpoint()
+    cached.append(hits)
     days = [r.dt for r in hits.select("dt").distinct().collect()]
     if not days:
         return empty
     rows = outside.where(F.col("dt").isin(days)).join(hits, ["event_id", "dt"], "left_semi")
-    return rows.select(
-        "event_id", "dt", event_content(load_contract("raw_events")).alias("content")
+    content = event_content(load_contract("raw_events")).alias("content")
+    return rows.select("event_id", "event_type", "dt", content)
+
+
+def _flag_orphans(events: DataFrame, parents: DataFrame, keys: list[str]) -> DataFrame:
+    """events with `orphan`: no parent of the same keys delivered that day or in the lookback
+    before it."""
+    have = parents.select(*[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt"))
+    match = [F.col(k) == F.col(f"_p_{k}") for k in keys]
+    condition = reduce(lambda a, b: a & b, match) & _within_lookback(F.col("dt"), F.col("_p_dt"))
+    has_parent = events.join(have, condition, "left_semi").select("event_id", "dt")
+    return (
+        events.join(has_parent.withColumn("_has", F.lit(True)), ["event_id", "dt"], "left")
+        .withColumn("orphan", F.col("_has").isNull())
+        .drop("_has")
     )
 
 
@@ -451,7 +482,7 @@ def _resolve_events(
     the same request and item, a conversion a kept click, delivered the same day or in the
     lookback before it (else orphan_click / orphan_conversion); a copy of an event bronze
     kept, on any day, is a duplicate, or a conflicting_duplicate when it says otherwise."""
-    start, end = span
+    start = span[0]
     keys = ["user_id", "item_id", "request_id"]
     parents = spark.createDataFrame([], "event_id string, user_id string, item_id string, "
                                     "request_id string, event_type string, dt string")  # fmt: skip
@@ -462,28 +493,23 @@ def _resolve_events(
             .where((F.col("dt") >= lo) & (F.col("dt") < start))
             .select("event_id", *keys, "event_type", "dt")
         )
-    copies = _bronze_copies(spark, settings, delivered, start, end)
+    copies = _bronze_copies(spark, settings, delivered, span, cached)
     kept, duplicates, rejected = [], [], []
-    for kind, parent in (("impression", None), ("click", "impression"), ("conversion", "click")):
+    kinds = (("impression", None), ("click", "impression"), ("conversion", "click"))
+    for kind, parent in kinds:
         these = delivered.where(F.col("event_type") == kind)
-        flagged = these.withColumn("orphan", F.lit(False))
-        if parent is not None:
-            have = parents.where(F.col("event_type") == parent).select(
-                *[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt")
-            )
-            match = [F.col(k) == F.col(f"_p_{k}") for k in keys]
-            condition = (
-                match[0] & match[1] & match[2] & _within_lookback(F.col("dt"), F.col("_p_dt"))
-            )
-            has_parent = these.join(have, condition, "left_semi").select("event_id", "dt")
-            flagged = (
-                these.join(has_parent.withColumn("_has", F.lit(True)), ["event_id", "dt"], "left")
-                .withColumn("orphan", F.col("_has").isNull())
-                .drop("_has")
-            )
+        flagged = (
+            these.withColumn("orphan", F.lit(False))
+            if parent is None
+            else _flag_orphans(these, parents.where(F.col("event_type") == parent), keys)
+        )
         occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan",
                                      F.col("_content").alias("content"))  # fmt: skip
-        earlier = copies.join(these.select("event_id"), "event_id", "left_semi")
+        # Identity is per event type: a daily run and a range cannot agree on an id that
+        # another type used on another day (the range decides type by type).
+        earlier = copies.where(F.col("event_type") == kind).join(
+            these.select("event_id"), "event_id", "left_semi"
+        )
         occurrences = occurrences.unionByName(
             earlier.select("event_id", "dt", F.lit(True).alias("prior"),
                            F.lit(False).alias("orphan"), "content")
@@ -520,10 +546,12 @@ def ingest_events_days(
     bad = checked.where(F.size("rules") > 0)
     # The same event id twice in one delivery: the first ingested stays; a later copy is a
     # duplicate when it says the same, a conflicting_duplicate when it does not.
-    first = Window.partitionBy("event_id", "dt").orderBy("ingestion_time", "event_time", "_content")
+    delivery_order = Window.partitionBy("event_id", "dt").orderBy(
+        "ingestion_time", "event_time", "_content", "raw_record"
+    )
     good = (
-        good.withColumn("_n", F.row_number().over(first))
-        .withColumn("_same", F.col("_content") == F.first("_content").over(first))
+        good.withColumn("_n", F.row_number().over(delivery_order))
+        .withColumn("_same", F.col("_content") == F.first("_content").over(delivery_order))
         .localCheckpoint()
     )
     delivered = good.where("_n = 1").drop("_n", "_same")

@@ -135,6 +135,7 @@ def bronze_ingest_runs_suite() -> SuiteSpec:
     folder was read (soft: a skipped file or a folder that is no day is named in
     bronze.ingest_runs, in the report and in Data Docs)."""
     expectations = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=HARD),  # the ingest ran
         gxe.ExpectColumnValuesToBeInSet(column="_reconciles", value_set=[True], meta=HARD),
         gxe.ExpectColumnValuesToBeBetween(
             column="_files_skipped", min_value=0, max_value=0, meta=SOFT
