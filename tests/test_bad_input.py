@@ -62,18 +62,17 @@ def _item(dt: str, n: int = 0, **overrides) -> dict:
     return {**base, **overrides}
 
 
-def _write(settings, source: str, dt: str, lines: list) -> None:
+def _write_files(settings, source: str, dt: str, files: dict[str, bytes]) -> None:
     folder = Path(settings.raw_dir) / source / f"dt={dt}"
-    folder.mkdir(parents=True, exist_ok=True)
-    payload = b""
-    for line in lines:
-        if isinstance(line, bytes):
-            payload += line + b"\n"
-        elif isinstance(line, str):
-            payload += line.encode() + b"\n"
-        else:
-            payload += json.dumps(line).encode() + b"\n"
-    (folder / "part-00000.jsonl").write_bytes(payload)
+    for relative, payload in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(payload)
+
+
+def _write(settings, source: str, dt: str, lines: list) -> None:
+    """One file of JSON lines (a dict is dumped, a string written as it is)."""
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    _write_files(settings, source, dt, {"part-00000.jsonl": text.encode()})
 
 
 def _quarantine(spark, settings, dt: str, source: str = "raw_events") -> list[str]:
@@ -296,13 +295,6 @@ def _mutations(dt: str, seed: int = 7, n: int = 120) -> list[tuple[str, str]]:
                _event(dt, i, event_id=f"mutation-{i}-b"))
         for i in range(n)
     ]  # fmt: skip
-
-
-def _write_files(settings, source: str, dt: str, files: dict[str, bytes]) -> None:
-    folder = Path(settings.raw_dir) / source / f"dt={dt}"
-    for relative, payload in files.items():
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relative).write_bytes(payload)
 
 
 @pytest.fixture(scope="module")

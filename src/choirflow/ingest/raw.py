@@ -79,8 +79,9 @@ class ReconciliationError(RuntimeError):
     pass
 
 
-def raw_partition(settings: Settings, source: str, dt: str) -> str:
-    return f"{settings.raw_dir.rstrip('/')}/{source}/dt={dt}"
+def raw_source_dir(settings: Settings, source: str) -> str:
+    """The folder of one raw source (events, items, users), holding its day folders."""
+    return f"{settings.raw_dir.rstrip('/')}/{source}"
 
 
 def skip_reason(relative: str) -> str | None:
@@ -128,7 +129,7 @@ def list_raw_files(
 ) -> RawFiles:
     """Every file under the day folders of [start, end], through Hadoop's file system API
     (local or remote alike); a missing day folder is an empty day."""
-    root, fs = _file_system(spark, f"{settings.raw_dir.rstrip('/')}/{source}")
+    root, fs = _file_system(spark, raw_source_dir(settings, source))
     files = RawFiles()
     if not fs.exists(root):
         return files
@@ -172,7 +173,7 @@ def _read_days(
     files = list_raw_files(spark, settings, source, start, end)
     for line in files.strays:
         step_log(__name__, "ingest", start).warning("raw %s: %s", source, line)
-    paths = files.paths(f"{settings.raw_dir.rstrip('/')}/{source}")
+    paths = files.paths(raw_source_dir(settings, source))
     if not paths:
         return spark.createDataFrame([], "value string, dt string"), files
     # Invalid UTF-8 is replaced, not dropped: the row still reaches a rule below.
@@ -376,6 +377,11 @@ def _quarantine_rows(bad: DataFrame, source: str, run_id: str) -> DataFrame:
     )
 
 
+def _rejected(frame: DataFrame, reason: SparkColumn) -> DataFrame:
+    """Rows refused after validation (orphans, conflicting copies) in the shape of `bad`."""
+    return frame.select("dt", "raw_record", reason.alias("reason"), F.array(reason).alias("rules"))
+
+
 def _counts_by_day(frame: DataFrame) -> dict[str, int]:
     return {r.dt: r["count"] for r in frame.groupBy("dt").count().collect()}
 
@@ -522,9 +528,7 @@ def _resolve_events(
             F.lit("conflicting_duplicate")
         )
         rejected.append(
-            decided.where(F.col("status").isin("orphan", "conflict")).select(
-                "dt", "raw_record", reason.alias("reason"), F.array(reason).alias("rules")
-            )
+            _rejected(decided.where(F.col("status").isin("orphan", "conflict")), reason)
         )
         parents = parents.unionByName(kept[-1].select("event_id", *keys, "event_type", "dt"))
     return tuple(reduce(DataFrame.unionByName, frames) for frames in (kept, duplicates, rejected))
@@ -558,10 +562,7 @@ def ingest_events_days(
     repeated = good.where("_n > 1")
     cached: list[DataFrame] = []  # the decisions of each event type, unpersisted at the end
     kept, duplicates, rejected = _resolve_events(spark, settings, delivered, (start, end), cached)
-    conflicts = repeated.where(~F.col("_same")).select(
-        "dt", "raw_record", F.lit("conflicting_duplicate").alias("reason"),
-        F.array(F.lit("conflicting_duplicate")).alias("rules"),
-    )  # fmt: skip
+    conflicts = _rejected(repeated.where(~F.col("_same")), F.lit("conflicting_duplicate"))
     bronze = kept.select(
         *contract.column_names,
         F.current_timestamp().alias("ingested_at"),
