@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -41,7 +42,7 @@ from samples_bundle import load  # noqa: E402
 
 from choirflow.evaluate import metrics  # noqa: E402
 from choirflow.models import build_model  # noqa: E402
-from choirflow.train.data import CATEGORICAL_FIELDS, PAD  # noqa: E402
+from choirflow.train.data import CATEGORICAL_FIELDS, PAD, EncodedSamples  # noqa: E402
 from choirflow.train.loop import load_model_config, pick_device, predict, train  # noqa: E402
 
 MODELS = ("dnn", "din", "tin", "qin", "transformer_dcn", "choirrec")
@@ -99,7 +100,21 @@ def summarize(runs: dict[str, list[dict]], oracle: dict, without: list[str]) -> 
         claims["choirrec_beats_din_gauc_low"] = (
             summary["choirrec"]["gauc_low"] > summary["din"]["gauc_low"]
         )
+    if {"awmoe", "din"} <= set(runs):
+        claims["awmoe_beats_din_gauc_low"] = (
+            summary["awmoe"]["gauc_low"] > summary["din"]["gauc_low"]
+        )
+    if {"lightsuan_distilled", "lightsuan"} <= set(runs):
+        claims["distilled_lightsuan_beats_lightsuan_auc"] = (
+            summary["lightsuan_distilled"]["auc"] > summary["lightsuan"]["auc"]
+        )
     pairs = [("tin", "din", "auc"), ("choirrec", "din", "gauc_low")]
+    pairs += [
+        ("awmoe", "din", "gauc_low"),
+        ("awmoe", "awmoe_no_cl", "gauc_low"),
+        ("awmoe", "awmoe_no_cl", "auc"),
+        ("lightsuan_distilled", "lightsuan", "auc"),
+    ]
     pairs += [(name, "dnn", "auc") for name in sequence_models]
     paired = {
         f"{a}_minus_{b}_{key}": paired_gain(runs, a, b, key)
@@ -118,6 +133,21 @@ def summarize(runs: dict[str, list[dict]], oracle: dict, without: list[str]) -> 
         "paired": paired,
         "runs": runs,
     }
+
+
+def last_days(bundle: str, train: EncodedSamples, k: int) -> EncodedSamples:
+    """The training rows of the last k training days (the bundle's `train.dt`)."""
+    from dataclasses import replace
+
+    day = np.load(bundle)["train.dt"]
+    keep = np.isin(day, sorted(set(day))[-k:])
+
+    def cut(value):
+        if isinstance(value, dict):
+            return {name: array[keep] for name, array in value.items()}
+        return None if value is None else value[keep]
+
+    return replace(train, **{f: cut(getattr(train, f)) for f in train.__dataclass_fields__})
 
 
 def merge(paths: list[str], output: str) -> None:
@@ -180,6 +210,12 @@ def main() -> None:
         "--without", default="", help="categorical fields blanked to padding everywhere (ablation)"
     )
     parser.add_argument("--merge", default="", help="result files to combine into --output")
+    parser.add_argument(
+        "--train-days", type=int, default=0, help="train on the last K training days only"
+    )
+    parser.add_argument(
+        "--params", default="", help="model parameter overrides, k=v[,k=v] (YAML values)"
+    )
     args = parser.parse_args()
     if args.merge:
         merge(args.merge.split(","), args.output)
@@ -193,6 +229,11 @@ def main() -> None:
         column = CATEGORICAL_FIELDS.index(name)  # an unknown name fails here, before training
         for split in splits.values():
             split.categorical[:, column] = PAD  # the padding row is zero and never trained
+    if args.train_days:
+        splits["train"] = last_days(args.bundle, splits["train"], args.train_days)
+    overrides = {
+        k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.params.split(",") if kv)
+    }
     device = pick_device(args.device)
     ev = splits["eval"]
     known = ~np.isnan(p_click)
@@ -214,7 +255,7 @@ def main() -> None:
         cfg = load_model_config(name)
         for seed in (int(s) for s in args.seeds.split(",")):
             torch.manual_seed(seed)
-            model = build_model(cfg.model, sizes, vectors, **cfg.params)
+            model = build_model(cfg.model, sizes, vectors, **(cfg.params | overrides))
             start = time.perf_counter()
             result = train(
                 model, splits["train"], epochs=args.epochs, batch_size=args.batch_size,

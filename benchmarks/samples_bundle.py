@@ -122,6 +122,8 @@ def export(warehouse: str, raw: str, day: str, out: str, train_days: int = 7) ->
         **_flatten("valid", encode_for(train_frame[last], vocab, settings)),
         **_flatten("eval", encode_for(eval_frame, vocab, settings)),
     }
+    # Each training row's day, so a study can train on the last k days only.
+    arrays["train.dt"] = train_frame.loc[~last, "dt"].to_numpy().astype(str)
     vectors, _ = load_item_vectors(spark, settings, vocab)
     if vectors is not None:
         arrays["item_vectors"] = vectors.numpy()

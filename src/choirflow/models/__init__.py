@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from choirflow.models import choirrec, din, dnn, qin, tin, transformer_dcn
+from choirflow.models import awmoe, choirrec, din, dnn, qin, suan, tin, transformer_dcn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "dnn": dnn.build,
@@ -15,6 +15,10 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "qin": qin.build,
     "transformer_dcn": transformer_dcn.build,
     "choirrec": choirrec.build,
+    "awmoe": awmoe.build,
+    "suan": suan.build,
+    "lightsuan": suan.build_light,
+    "lightsuan_distilled": suan.build_distilled,
 }
 
 
