@@ -89,6 +89,44 @@ def test_promotion_is_recorded(built, spark, settings, days):
 
 
 @pytest.mark.spark
+def test_a_promoted_model_is_exported_for_serving_and_scores_as_trained(built, settings, days):
+    """The first promotion exported its version with a spec; the export, fed the evaluation
+    day's raw values, gives the scores the training run wrote for those rows."""
+    from choirflow.evaluate import tracking
+    from choirflow.serving.publish import CHAMPION_FILE, serving_folder
+    from choirflow.serving.spec import ServedModel
+    from choirflow.train.data import with_optional_columns
+    from choirflow.train.inputs import load_samples
+
+    trained = built[1]["train_and_evaluate"]
+    assert built[1]["promote"]["promoted"]
+    folder = serving_folder(settings, trained["model_version"])
+    assert built[1]["promote"]["serving_path"] == str(folder)
+    served = ServedModel.load(folder)
+    about = served.spec["about"]
+    assert (about["model"], about["version"]) == ("din", trained["model_version"])
+    _, client = tracking._client(settings)
+    run = client.get_run(trained["run_id"])
+    assert served.spec["item_embeddings_version"] == int(
+        run.data.tags["lineage.silver.item_embeddings"]
+    )
+    logged = {a.path for a in client.list_artifacts(trained["run_id"], "serving")}
+    assert {"serving/model.pt2", "serving/spec.json", "serving/vocabularies.json"} <= logged
+    registry = settings.tracking.registry_model
+    tag = client.get_model_version(registry, trained["model_version"]).tags["serving_path"]
+    assert tag == str(folder)
+    champion = tracking.champion(settings)["version"]
+    assert (folder.parent / CHAMPION_FILE).read_text().strip() == str(champion)
+    from pyspark.sql import SparkSession
+
+    frame, _ = load_samples(SparkSession.getActiveSession(), settings, [days[1]])
+    preds = pd.read_parquet(RunFiles.beside(trained["checkpoint"]).predictions)
+    raw = with_optional_columns(frame).set_index("event_id").loc[preds["event_id"]]
+    got = served.score(raw.reset_index()[sorted(served.fields)].to_dict("records"))
+    np.testing.assert_allclose(got, preds["score"].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.spark
 def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark, settings, days):
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
     overall = metrics.where("metric = 'gauc_impression_weighted' AND slice = 'all'")
@@ -110,11 +148,11 @@ def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark
 def test_compare_writes_a_leaderboard(built, spark, settings, days):
     from choirflow.evaluate.challenger import compare
 
-    board = compare(spark, settings, ["dnn_test", "din_test"], days[2])
-    assert list(board.model) and set(board.model) == {"dnn_test", "din_test"}
+    board = compare(spark, settings, ["dnn_test", "awmoe_test"], days[2])
+    assert list(board.model) and set(board.model) == {"dnn_test", "awmoe_test"}
     assert (Path(settings.reports_dir) / days[2] / "leaderboard.csv").exists()
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
-    assert {"dnn_test", "din_test"} <= {
+    assert {"dnn_test", "awmoe_test"} <= {
         r.model for r in metrics.select("model").distinct().collect()
     }
 
@@ -132,6 +170,7 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     # Champion and challenger on the same rows; counts as integers; validation beside loss.
     board = page.split('id="leaderboard"')[1].split("</section>")[0]
     assert "<td>champion</td>" in board and "<td>challenger</td>" in board
+    assert re.search(r"<td>awmoe_test</td>\s*<td>compared</td>", board)  # compare's models
     assert re.search(r"<td>\d{1,3}(,\d{3})+</td>", board)  # n: an integer with separators
     assert not re.search(r"<td>[1-9]\d*\.0000</td>", board)  # never 11219.0000
     rows = re.findall(r"<tr>(.*?)</tr>", board.split("<tbody>")[1], re.S)

@@ -47,22 +47,129 @@ def test_padding_and_batch_order_do_not_change_scores(name):
     np.testing.assert_allclose(a[perm], c, rtol=1e-5, atol=1e-6)
 
 
+# The models the learning test trained, by name: the serving test exports them (and trains
+# its own only when run alone).
+_TRAINED: dict[str, tuple[torch.nn.Module, Vocabulary]] = {}
+
+
+def _train_on_tiny_world(name, spark, settings, days, epochs=None):
+    from choirflow.train.inputs import load_samples
+
+    train_frame, _ = load_samples(spark, settings, days[:2])
+    vocab = Vocabulary.fit(train_frame)
+    cfg = load_model_config(f"{name}_test")
+    model = build_model(name, {k: vocab.size(k) for k in vocab.values}, **cfg.params)
+    data = encode(train_frame, vocab, settings.features.max_seq_len)
+    opts = cfg.train | ({"epochs": epochs} if epochs else {})
+    result = train(model, data, seed=1, device=torch.device("cpu"), progress=False, **opts)
+    _TRAINED[name] = (model, vocab)
+    return model, vocab, result
+
+
 @pytest.mark.spark
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_every_model_learns_on_the_tiny_world(name, built, spark, settings, days):
     from choirflow.train.inputs import load_samples
 
-    train_frame, _ = load_samples(spark, settings, days[:2])
-    eval_frame, _ = load_samples(spark, settings, days[2:3])
-    vocab = Vocabulary.fit(train_frame)
-    cfg = load_model_config(f"{name}_test")
-    model = build_model(name, {k: vocab.size(k) for k in vocab.values}, **cfg.params)
-    data = encode(train_frame, vocab, settings.features.max_seq_len)
-    result = train(model, data, seed=1, device=torch.device("cpu"), progress=False, **cfg.train)
+    model, vocab, result = _train_on_tiny_world(name, spark, settings, days)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.05
+    eval_frame, _ = load_samples(spark, settings, days[2:3])
     held_out = encode(eval_frame, vocab, settings.features.max_seq_len)
     scores = predict(model, held_out, torch.device("cpu"))
     assert metrics.auc(held_out.click, scores) > 0.56
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_model_serves_the_scores_it_was_trained_to_give(
+    name, built, spark, settings, days, tmp_path
+):
+    """The exported program, fed the evaluation day's raw values through the spec, scores
+    like the training code (its unseen users and items are out of vocabulary there too)."""
+    from choirflow.serving.export import export_model
+    from choirflow.serving.spec import ServedModel
+    from choirflow.train.data import with_optional_columns
+    from choirflow.train.inputs import load_samples
+
+    model, vocab = _TRAINED.get(name) or _train_on_tiny_world(name, spark, settings, days, 1)[:2]
+    frame, _ = load_samples(spark, settings, days[2:3])
+    encoded = encode(frame, vocab, settings.features.max_seq_len)
+    assert (encoded.categorical == 1).any(), "the evaluation day should hold unseen values"
+    export_model(model, vocab, encode(frame.head(256), vocab, 50), tmp_path, {"model": name})
+    served = ServedModel.load(tmp_path)
+    raw = with_optional_columns(frame)[sorted(served.fields)].to_dict("records")
+    got, want = served.score(raw), predict(model, encoded, torch.device("cpu"))
+    differ = np.flatnonzero(np.abs(got - want) > 1e-5)
+    assert not len(differ), pd.DataFrame(
+        {"event_id": frame["event_id"].to_numpy()[differ], "served": got[differ],
+         "trained": want[differ]}
+    ).head(10).to_string()  # fmt: skip
+
+
+@pytest.mark.unit
+def test_the_served_model_refuses_unknown_fields_and_too_wide_sequences(tmp_path):
+    from choirflow.serving.export import export_model
+    from choirflow.serving.spec import ServedModel, ServingInputError
+    from choirflow.train.data import with_optional_columns
+
+    frame = with_optional_columns(_toy_frame(32))
+    vocab = Vocabulary.fit(frame)
+    model = build_model("din", {k: vocab.size(k) for k in vocab.values},
+                        **load_model_config("din_test").params)  # fmt: skip
+    export_model(model, vocab, encode(frame, vocab, 4), tmp_path, {"model": "din"})
+    served = ServedModel.load(tmp_path)
+    good = frame[sorted(served.fields)].to_dict("records")
+    assert served.score(good).shape == (32,)
+    with pytest.raises(ServingInputError, match="sample 0: unknown field 'colour'"):
+        served.score([good[0] | {"colour": "red"}])
+    with pytest.raises(ServingInputError, match="field 'hour' is missing"):
+        served.score([{k: v for k, v in good[0].items() if k != "hour"}])
+    wide = good[0] | {"hist_item_ids": ["1"] * 5, "hist_categories": ["1"] * 5,
+                      "hist_gap_seconds": [1.0] * 5}  # fmt: skip
+    with pytest.raises(ServingInputError, match="hist_item_ids holds 5 items, wider than .* 4"):
+        served.score([wide])
+    with pytest.raises(ServingInputError, match="hist_gap_seconds has 0 values for 1 items"):
+        served.score([good[0] | {"hist_item_ids": ["1"], "hist_gap_seconds": []}])
+
+
+@pytest.mark.unit
+def test_lightsuan_scores_shared_histories_once_and_alike():
+    """Parallel inference: rows of one request share their encoded history; the scores are
+    those of encoding every row on its own, and the candidate never changes the history."""
+    from choirflow.models.suan import PROFILE_FIELDS
+
+    frame = _toy_frame(48)
+    frame[list(PROFILE_FIELDS)] = "1"  # one user, one history: one request of 48 candidates
+    frame["hist_item_ids"] = [["1", "2", "3"]] * 48
+    frame["hist_categories"] = [["1", "2", "3"]] * 48
+    frame["hist_gap_seconds"] = [[300.0, 200.0, 100.0]] * 48
+    vocab = Vocabulary.fit(frame)
+    cfg = load_model_config("lightsuan_test")
+    model = build_model("lightsuan", {k: vocab.size(k) for k in vocab.values}, **cfg.params)
+    data = encode(frame, vocab, 6)
+    from choirflow.train.loop import to_tensors
+
+    batch = to_tensors(data, torch.device("cpu"))
+    rows, inverse = model._shared_rows(batch)
+    assert len(rows) == 1 and (inverse == 0).all()
+    shared = predict(model, data, torch.device("cpu"))
+    model.light = False  # the same weights without sharing (nor the window: 3 < window)
+    np.testing.assert_allclose(shared, predict(model, data, torch.device("cpu")), atol=1e-6)
+
+
+@pytest.mark.unit
+def test_awmoe_masked_views_and_contrastive_loss():
+    from choirflow.models.awmoe import info_nce, masked_view
+
+    mask = torch.ones(4000, 10, dtype=torch.bool)
+    mask[:, :3] = False
+    view = masked_view(mask, 0.5, torch.Generator().manual_seed(0))
+    assert not view[:, :3].any() and abs(view[:, 3:].float().mean().item() - 0.5) < 0.02
+    a = torch.eye(4)
+    # At tau 0.5 a matching row scores e^2 against three e^0: log(1 + 3 e^-2) when the rows
+    # match, log(e^2 + 3) when every row is paired with another.
+    assert info_nce(a, a, 0.5) == pytest.approx(np.log(1 + 3 * np.exp(-2)), abs=1e-5)
+    assert info_nce(a, a[[1, 0, 3, 2]], 0.5) == pytest.approx(np.log(np.exp(2) + 3), abs=1e-5)
 
 
 @pytest.mark.unit

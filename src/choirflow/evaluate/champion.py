@@ -13,8 +13,9 @@ from choirflow.evaluate import tracking
 from choirflow.evaluate.promotion import decide
 from choirflow.evaluate.records import metric_rows, write_metrics
 from choirflow.logs import step_log
+from choirflow.serving.publish import mark_champion, publish
 from choirflow.train.artifacts import RunFiles
-from choirflow.train.fit import score_checkpoint
+from choirflow.train.fit import score_checkpoint, task_rows
 from choirflow.train.inputs import load_samples
 
 
@@ -31,8 +32,8 @@ def promote(
     if current is not None and current["version"] == challenger["model_version"]:
         return {"status": "skipped", "reason": "challenger is already champion", "dt": dt}
     champion_scores = None
+    frame, _ = load_samples(spark, settings, [dt])
     if current is not None:
-        frame, _ = load_samples(spark, settings, [dt])
         scored = pd.Series(score_checkpoint(spark, settings, current["path"], frame),
                            index=frame["event_id"].to_numpy())  # fmt: skip
         champion_scores = scored.reindex(preds["event_id"]).to_numpy()
@@ -49,8 +50,11 @@ def promote(
         min_gain=p.min_gain,
         draws=p.bootstrap_draws,
     )
-    if decision.promote:
+    served: dict[str, Any] = {}
+    if decision.promote:  # exported first: a model that cannot be served is not promoted
+        served = publish(spark, settings, dt, challenger, task_rows(frame, settings.train.task))
         tracking.set_champion(settings, challenger["model_version"])
+        mark_champion(settings, str(challenger["model_version"]))
     row = {
         "challenger_model": challenger["model"],
         "challenger_version": challenger["model_version"],
@@ -68,7 +72,13 @@ def promote(
     tables.replace_partition(df, table, settings, where)
     verdict = "promoted" if decision.promote else "kept the champion"
     step_log(__name__, "promote", dt).info("%s: %s", verdict, "; ".join(decision.reasons))
-    return {"status": "decided", "promoted": decision.promote, "dt": dt, **decision.as_dict()}
+    return {
+        "status": "decided",
+        "promoted": decision.promote,
+        "dt": dt,
+        **decision.as_dict(),
+        **served,
+    }
 
 
 def champion_record_name(settings: Settings) -> str:

@@ -130,3 +130,13 @@ def champion(settings: Settings) -> dict[str, Any] | None:
 def set_champion(settings: Settings, version: str) -> None:
     _, client = _client(settings)
     client.set_registered_model_alias(settings.tracking.registry_model, CHAMPION, version)
+
+
+def log_serving_export(settings: Settings, run_id: str, version: str, folder: Path) -> None:
+    """The serving export as artifacts of the version's run (`serving/`), and a tag on the
+    model version saying where the local copy lies."""
+    _, client = _client(settings)
+    client.log_artifacts(run_id, str(folder), artifact_path="serving")
+    client.set_model_version_tag(
+        settings.tracking.registry_model, version, "serving_path", str(folder)
+    )

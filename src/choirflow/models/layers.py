@@ -193,24 +193,30 @@ class TargetAttention(nn.Module):
         self.softmax = softmax  # ChoirRec normalises with a masked softmax
         self.output_dim = dim  # a weighted sum of the keys
 
-    def _scores(self, query: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def _scores(self, query: torch.Tensor, rows: torch.Tensor | None, keys: torch.Tensor):
         """score([q, k, q-k, q*k]) for the (query row, key) pairs, without building the 4D-wide
         input: the first layer splits into (W_q + W_d) q + (W_k - W_d) k + W_p (q*k), and the
-        query part is computed once per query row."""
+        query part is computed once per query row. `rows` None: keys [B, L, D] against
+        queries [B, 1, D], every position scored."""
         first, rest = self.score[0], self.score[1:]
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[-1], dim=1)
         per_query = query @ (w_q + w_d).T + first.bias
-        hidden = per_query[rows] + keys @ (w_k - w_d).T + (query[rows] * keys) @ w_p.T
+        if rows is not None:  # keys are the real positions, one row each
+            per_query, query = per_query[rows], query[rows]
+        hidden = per_query + keys @ (w_k - w_d).T + (query * keys) @ w_p.T
         return rest(hidden).squeeze(-1)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Only real positions are scored (histories are mostly short): padding costs nothing and
         # stays out of Dice's batch statistics.
-        rows, cols = mask.nonzero(as_tuple=True)
-        weights = torch.zeros(mask.shape, dtype=keys.dtype, device=keys.device)
-        if len(rows):
-            scores = self._scores(query, rows, keys[rows, cols])
-            weights = weights.index_put((rows, cols), scores.to(weights.dtype))
+        if torch.compiler.is_exporting():  # a fixed graph: every position, padding masked below
+            weights = self._scores(query.unsqueeze(1), None, keys).masked_fill(~mask, 0.0)
+        else:
+            rows, cols = mask.nonzero(as_tuple=True)
+            weights = torch.zeros(mask.shape, dtype=keys.dtype, device=keys.device)
+            if len(rows):
+                scores = self._scores(query, rows, keys[rows, cols])
+                weights = weights.index_put((rows, cols), scores.to(weights.dtype))
         if self.softmax:
             weights = weights.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             weights = torch.nan_to_num(weights, nan=0.0)  # an empty sequence pools to zero

@@ -151,18 +151,28 @@ def _train_and_validation(
     return encode_for(frame[~last], vocab, settings), encode_for(frame[last], vocab, settings)
 
 
-def score_checkpoint(
-    spark: SparkSession, settings: Settings, path: str | Path, frame: pd.DataFrame
-) -> np.ndarray:
-    """Scores of a saved model (its own vocabulary and item vectors) on a samples frame."""
+def load_checkpoint(
+    spark: SparkSession, settings: Settings, path: str | Path
+) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any]]:
+    """A saved model with its vocabulary and the item vectors of the table version it was
+    trained with (its lineage), and the checkpoint's meta."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     meta = checkpoint["meta"]
     vocab = Vocabulary(meta["vocab"])
-    data = encode_for(frame, vocab, settings)
-    item_vectors, _ = load_item_vectors(spark, settings, vocab)
+    trained_with = (meta.get("lineage") or {}).get("silver.item_embeddings")
+    item_vectors, _ = load_item_vectors(spark, settings, vocab, version=trained_with)
     sizes = {name: vocab.size(name) for name in vocab.values}
     model = build_model(
         meta.get("model_config", meta["model"]), sizes, item_vectors, **meta["params"]
     )
     model.load_state_dict(checkpoint["state_dict"])
+    return model, vocab, meta
+
+
+def score_checkpoint(
+    spark: SparkSession, settings: Settings, path: str | Path, frame: pd.DataFrame
+) -> np.ndarray:
+    """Scores of a saved model (its own vocabulary and item vectors) on a samples frame."""
+    model, vocab, _ = load_checkpoint(spark, settings, path)
+    data = encode_for(frame, vocab, settings)
     return predict(model, data, pick_device(settings.train.device))

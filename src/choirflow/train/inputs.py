@@ -76,11 +76,13 @@ def _samples_cache_dir(settings: Settings, version: int) -> Path | None:
 
 
 def load_item_vectors(
-    spark: SparkSession, settings: Settings, vocab: Vocabulary
+    spark: SparkSession, settings: Settings, vocab: Vocabulary, version: int | None = None
 ) -> tuple[torch.Tensor | None, int | None]:
     """Frozen item vectors as one tensor whose rows follow the item_id vocabulary (PAD and OOV
-    rows and items without a vector: zeros), and the table version read."""
-    version = tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
+    rows and items without a vector: zeros), and the table version read (`version`: that
+    one, as a model trained with it saw them; else the latest)."""
+    if version is None:
+        version = tables.version(spark, tables.SILVER_ITEM_EMBEDDINGS, settings)
     if version is None:
         return None, None
     emb = (
