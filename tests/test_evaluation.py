@@ -201,15 +201,17 @@ def test_cvr_trains_on_clicks_with_its_own_registry(built, spark, settings, days
     from choirflow.evaluate import tracking
 
     ctr_before = tracking.champion(settings)
+    # Any model of the zoo is the daily model by config: here the distilled LightSUAN.
+    model = "lightsuan_distilled_test"
     cvr = settings.model_copy(
-        update={"train": settings.train.model_copy(update={"task": "cvr", "model": "din_test"})}
+        update={"train": settings.train.model_copy(update={"task": "cvr", "model": model})}
     )
     result = run_step("train_and_evaluate", days[2], cvr)
-    assert result["status"] == "trained" and result["model"] == "din_test-cvr"
+    assert result["status"] == "trained" and result["model"] == f"{model}-cvr"
     samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[2])
     clicked = samples.where("click = 1").count()
     metrics = tables.read(spark, tables.GOLD_METRICS, settings).where(F.col("dt") == days[2])
-    row = metrics.where("model = 'din_test-cvr' AND slice = 'all' AND metric = 'auc'").first()
+    row = metrics.where(f"model = '{model}-cvr' AND slice = 'all' AND metric = 'auc'").first()
     assert row is not None and 0 < row.value < 1
     predictions = pd.read_parquet(RunFiles.beside(result["checkpoint"]).predictions)
     assert len(predictions) == clicked  # evaluated on clicked impressions, label = conversion
@@ -218,3 +220,11 @@ def test_cvr_trains_on_clicks_with_its_own_registry(built, spark, settings, days
     cvr_champion = tracking.champion(tracking.with_task_registry(cvr))
     assert str(cvr_champion["version"]) == str(result["model_version"])
     assert tracking.champion(settings) == ctr_before  # CTR's champion is untouched
+    # Exported under the CVR registry: the student alone, scoring as the trained model.
+    from choirflow.serving.spec import ServedModel
+
+    served = ServedModel.load(decision["serving_path"])
+    assert served.spec["about"]["registered_model"] == "choirflow_ctr_cvr"
+    assert served.spec["about"]["model_config"] == "lightsuan_distilled"
+    assert not any("teacher" in name for name, _ in served.program.named_parameters())
+    assert served.spec["parity"]["max_abs_diff"] <= 1e-5

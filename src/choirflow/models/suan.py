@@ -182,17 +182,17 @@ class SUAN(nn.Module):
     def _shared_rows(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(distinct rows, each row's distinct index) of the history and profile inputs;
         (None, None) unless LightSUAN's parallel inference applies."""
-        if not self.light or torch.compiler.is_exporting():
+        if not self.light:
             return None, None
         profile = batch["categorical"][:, [self.embedding.fields.index(f) for f in PROFILE_FIELDS]]
         key = torch.cat(
             [batch["hist_item_ids"], batch["hist_categories"],
              batch["gaps_hours"].float().contiguous().view(torch.int32).long(), profile], dim=1,
         )  # fmt: skip
-        _, inverse = torch.unique(key, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), len(inverse), device=key.device)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(inverse), device=key.device),
-                                     reduce="amin")  # fmt: skip
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        rows = torch.arange(inverse.shape[0], device=key.device)
+        first = torch.zeros(distinct.shape[0], dtype=torch.long, device=key.device)
+        first = first.scatter_reduce(0, inverse, rows, reduce="amin", include_self=False)
         return first, inverse
 
     def encode(self, batch: Batch) -> torch.Tensor:
