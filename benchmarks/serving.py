@@ -50,7 +50,8 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 def _requests(rows: list[dict], n: int, candidates: int, seed: int = 0) -> list[list[dict]]:
     """`n` requests: a user row (one with a long history) and `candidates` candidate items."""
     rng = np.random.default_rng(seed)
-    longest = sorted(range(len(rows)), key=lambda i: -len(rows[i]["hist_item_ids"] or []))
+    lengths = [0 if r["hist_item_ids"] is None else len(r["hist_item_ids"]) for r in rows]
+    longest = np.argsort(lengths)[::-1]
     out = []
     for _ in range(n):
         user = rows[longest[int(rng.integers(0, 200))]]
