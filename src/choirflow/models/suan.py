@@ -99,13 +99,14 @@ class UnifiedAttentionBlock(nn.Module):
         pooled = ((x + cross) * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.excite(self.squeeze(pooled)).unflatten(-1, (2, -1)).softmax(1)
 
-    def forward(self, x, h_kv, allowed, bias, profile, mask=None, fusion=None):
-        """One block over tokens `x` whose keys are `h_kv` (None: x's own normalised states);
+    def forward(self, x, prefix, allowed, bias, profile, mask=None, fusion=None):
+        """One block over tokens `x` whose keys are `prefix` (stored history states; None:
+        none) followed by x's own normalised states;
         with `mask` the fusion gate is pooled from x's real tokens, else `fusion` is given.
         Returns (new x, x's normalised states, the fusion weights)."""
         h = self.norm_in(x)
-        x = self.norm_attn(h + self.dropout(self.attend(h, h if h_kv is None else h_kv(h),
-                                                         allowed, bias)))  # fmt: skip
+        keys = h if prefix is None else torch.cat([prefix, h], dim=1)
+        x = self.norm_attn(h + self.dropout(self.attend(h, keys, allowed, bias)))
         cross = self.cross(x, profile)
         if fusion is None:
             fusion = self.fusion_weights(x, cross, mask)
@@ -221,8 +222,7 @@ class SUAN(nn.Module):
         k_minutes = torch.cat([minutes, torch.zeros_like(minutes[:, :1])], dim=1)
         for block, (h_hist, fusion) in zip(self.blocks, states, strict=True):
             bias = block.bias(pos[length:], pos, k_minutes[:, length:], k_minutes)
-            keys = lambda h, h_hist=h_hist: torch.cat([expand(h_hist), h], dim=1)  # noqa: E731
-            t, _, _ = block(t, keys, allowed, bias, profile, fusion=expand(fusion))
+            t, _, _ = block(t, expand(h_hist), allowed, bias, profile, fusion=expand(fusion))
         return t.squeeze(1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
