@@ -36,7 +36,7 @@ def train_pool() -> str:
 # One Asset per warehouse table (tests check this list against choirflow.tables.ALL_TABLES).
 TABLES = (
     "bronze.events", "bronze.items", "bronze.users", "bronze.item_history", "bronze.user_history",
-    "bronze.quarantine", "bronze.ingest_runs",
+    "bronze.quarantine", "bronze.pending_events", "bronze.ingest_runs",
     "silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
     "silver.user_category_exposure", "silver.user_category_state", "silver.sequence_state",
     "silver.user_features", "silver.item_embeddings",

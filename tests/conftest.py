@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,15 @@ os.environ.update(
 os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
 # The shared jars folder of the checkout: fetched once by `make setup`.
 os.environ.setdefault("CHOIRFLOW__PATHS__JARS", str(ROOT / ".cache" / "jars"))
+
+
+def runs_reconcile(runs: pd.DataFrame) -> pd.Series:
+    """Per bronze.ingest_runs row: raw + released + expired = bronze + quarantined +
+    duplicates + pending (released and expired: rows that waited for a parent)."""
+    arrived = runs.raw_rows + runs.released_rows + runs.expired_rows
+    return arrived == (
+        runs.bronze_rows + runs.quarantined_rows + runs.duplicate_rows + runs.pending_rows
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,13 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.dates import day_offset
 from choirflow.evaluate.report import skipped_files
-from choirflow.ingest.raw import RawFileError, ingest_dimension, ingest_events
+from choirflow.ingest.pending import PENDING_DAYS
+from choirflow.ingest.raw import (
+    RawFileError,
+    ingest_dimension,
+    ingest_events,
+    ingest_events_days,
+)
 from choirflow.quality.checks import bronze_gate
 from choirflow.quality.gate import QualityGateError
 from choirflow.synth.mutations import mutate
@@ -220,7 +226,7 @@ def _planted_rules(dt: str) -> dict[str, list[tuple[str, str]]]:
         "orphan": [
             (
                 line("orphan", 1, event_type="click", request_id="nowhere", position=None),
-                "orphan_click",
+                "pending",
             ),
             (
                 line("orphan", 2, event_type="click", request_id=f"{dt}-r9", position=None),
@@ -228,7 +234,7 @@ def _planted_rules(dt: str) -> dict[str, list[tuple[str, str]]]:
             ),  # the good impression's click
             (
                 line("orphan", 3, event_type="conversion", request_id="nowhere-2", position=None),
-                "orphan_conversion",
+                "pending",
             ),
         ],  # fmt: skip
     }
@@ -335,7 +341,9 @@ def planted(spark, settings):
     q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == dt)
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(F.col("dt") == dt)
     history = tables.read(spark, tables.BRONZE_ITEM_HISTORY, settings).where(F.col("dt") == dt)
+    waiting = tables.read(spark, tables.BRONZE_PENDING_EVENTS, settings).where(F.col("dt") == dt)
     return {
+        "pending": {r.event_id for r in waiting.select("event_id").collect()},
         "kinds": kinds,
         "counts": counts,
         "item_counts": item_counts,
@@ -364,7 +372,8 @@ def _assert_where_each_line_went(planted, kind: str) -> None:
     for line, expected in planted["kinds"][kind]:
         ids = re.findall(rf'"({kind}-\d+(?:-b)?)"', line)
         in_bronze = [i for i in ids if i in bronze]
-        went = quarantined.get(line, "bronze" if in_bronze else "nowhere")
+        waits = any(i in planted["pending"] for i in ids)
+        went = quarantined.get(line, "bronze" if in_bronze else "pending" if waits else "nowhere")
         if went != expected or (expected != "bronze" and in_bronze):
             wrong.append((line[:120], expected, went, in_bronze))
     assert not wrong, f"{len(wrong)} lines went elsewhere; first: {wrong[:3]}"
@@ -477,8 +486,17 @@ def test_bad_duplicates(planted):
     assert planted["counts"].duplicate_rows == 2 and "good-9" in planted["bronze"]
 
 
-def test_bad_click_or_conversion_with_no_parent(planted):
+def test_bad_click_or_conversion_with_no_parent(planted, spark, settings):
+    """A click or conversion without its parent waits for it (bronze.pending_events); when
+    the window closes without one it goes to quarantine, on that day, with the reason."""
     _assert_where_each_line_went(planted, "orphan")
+    closes = day_offset(PLANTED, PENDING_DAYS)
+    counts = ingest_events_days(spark, settings, day_offset(PLANTED, 1), closes)
+    assert [c.expired_rows for c in counts] == [0] * (PENDING_DAYS - 1) + [2]
+    assert all(c.reconciles for c in counts)
+    q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == closes)
+    reasons = {json.loads(r.raw_record)["event_id"]: r.reason for r in q.collect()}
+    assert reasons == {"orphan-1": "orphan_click", "orphan-3": "orphan_conversion"}
 
 
 def test_bad_invalid_utf8(planted):

@@ -2,7 +2,9 @@
 what a plain pandas reading of the arrival rules keeps: the first copy of an event (a later
 copy is a duplicate, or a conflicting duplicate when it says otherwise), clicks with a kept
 impression and conversions with a kept click delivered the same day or in the lookback
-before, and a key's newest catalogue row."""
+before, a click or conversion that arrives before its parent waiting until the parent is kept
+(then in bronze on that day) or its window closes (then in quarantine), and a key's newest
+catalogue row."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.compare import assert_tables_equal, assert_warehouses_equal
 from choirflow.dates import day_offset, days_between
+from choirflow.ingest.pending import PENDING_DAYS
 from choirflow.ingest.raw import PARENT_LOOKBACK_DAYS, ingest_day, ingest_days
+from tests.conftest import runs_reconcile
 
 pytestmark = pytest.mark.spark
 
@@ -79,11 +83,31 @@ def _deliveries(rng: np.random.Generator) -> dict[str, list[dict]]:
     # a click and a conversion whose parents never arrive
     by_day[DAYS[2]].append(_event(n + 1, "click", DAYS[2], 999, 0, 0, 1))
     by_day[DAYS[2]].append(_event(n + 2, "conversion", DAYS[2], 998, 0, 0, 2))
+    _plant_early_children(by_day, n + 3)
     # copies that say something else under a kept id: days later, and in the same delivery
     for original, dt, device in ((by_day[DAYS[0]][0], DAYS[5], "ios"),
                                  (by_day[DAYS[1]][0], DAYS[1], "android")):  # fmt: skip
         by_day[dt].append(dict(original, device=device, ingestion_time=f"{dt}T11:00:00.000Z"))
     return by_day
+
+
+def _plant_early_children(by_day: dict[str, list[dict]], n: int) -> None:
+    """Clicks (and conversions) that arrive before their parent: the impression comes a day
+    later (inside a chunk, and across a chunk's end), three days later with the click's
+    conversion waiting on the click, or too late (the click expires on the empty day); a copy
+    of a waiting click re-delivered while it waits, and another after it expired."""
+    plan = ((DAYS[0], DAYS[1], False), (DAYS[1], DAYS[2], False), (DAYS[2], DAYS[5], True),
+            (DAYS[0], DAYS[4], False))  # fmt: skip
+    for k, (child_day, parent_day, converts) in enumerate(plan):
+        rid = 500 + k
+        by_day[parent_day].append(_event(n, "impression", parent_day, rid, 1, 2, 30))
+        click = _event(n + 1, "click", child_day, rid, 1, 2, 31)
+        by_day[child_day].append(click)
+        if converts:
+            by_day[child_day].append(_event(n + 2, "conversion", child_day, rid, 1, 2, 32))
+        n += 3
+    for copy_day in (DAYS[1], DAYS[5]):  # the expiring click again: while it waits, and after
+        by_day[copy_day].append(dict(click, ingestion_time=f"{copy_day}T10:00:00.000Z"))
 
 
 def _item(item: int, dt: str, hour: int, price: float) -> dict:
@@ -120,27 +144,44 @@ def _write(raw: Path, source: str, by_day: dict[str, list]) -> None:
         (folder / "part-00000.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def _oracle_events(by_day: dict[str, list[dict]]) -> set[tuple[str, str]]:
-    """(event_id, dt) that day-by-day arrival keeps, read plainly in pandas."""
+def _oracle_events(by_day: dict[str, list[dict]]) -> dict[str, set]:
+    """What day-by-day arrival does, read plainly in pandas: "kept" (event_id, dt) in bronze,
+    "waiting" (event_id, arrival day, state day) and "expired" (event_id, day it expired)."""
     keys = ["user_id", "item_id", "request_id"]
     kept = pd.DataFrame(columns=["event_id", "event_type", *keys, "dt"])
+    waiting = pd.DataFrame(columns=["event_id", "event_type", *keys, "arrival"])
+    out: dict[str, set] = {"waiting": set(), "expired": set()}
     for dt in DAYS:
         day = pd.DataFrame(by_day[dt] or [], columns=["event_id", "event_type", "user_id",
                            "item_id", "request_id", "ingestion_time", "event_time"])  # fmt: skip
         day = day.sort_values(["ingestion_time", "event_time"]).drop_duplicates("event_id")
-        lookback = kept[kept.dt >= day_offset(dt, -PARENT_LOOKBACK_DAYS)]
-        day = day[~day.event_id.isin(kept.event_id)]  # a copy of any kept event, any day
+        # a copy of any kept event, any day, or of one still waiting
+        day = day[~day.event_id.isin(kept.event_id) & ~day.event_id.isin(waiting.event_id)]
         for kind, parent in (("impression", None), ("click", "impression"),
                              ("conversion", "click")):  # fmt: skip
             these = day[day.event_type == kind]
             if parent is not None:
-                parents = pd.concat([lookback, kept[kept.dt == dt]])
-                parents = parents[parents.event_type == parent]
+                parents = kept[(kept.dt >= day_offset(dt, -PARENT_LOOKBACK_DAYS))
+                               & (kept.event_type == parent)]  # fmt: skip
                 have = set(parents[keys].itertuples(index=False, name=None))
-                found = [k in have for k in these[keys].itertuples(index=False, name=None)]
-                these = these[np.array(found, dtype=bool)]
+                today = set(parents[parents.dt == dt][keys].itertuples(index=False, name=None))
+                found = np.array(
+                    [k in have for k in these[keys].itertuples(index=False, name=None)], bool
+                )
+                freed = np.array([k in today and w.event_type == kind for w, k in zip(
+                    waiting.itertuples(), waiting[keys].itertuples(index=False, name=None),
+                    strict=True)], bool)  # fmt: skip
+                kept = pd.concat([kept, waiting[freed].assign(dt=dt)[kept.columns]])
+                waiting = pd.concat([waiting[~freed], these[~found].assign(arrival=dt)])
+                these = these[found]
             kept = pd.concat([kept, these.assign(dt=dt)[kept.columns]])
-    return set(zip(kept.event_id, kept.dt, strict=True))
+        closes = waiting.arrival.map(lambda a: day_offset(a, PENDING_DAYS)) == dt
+        out["expired"] |= {(e, dt) for e in waiting[closes].event_id}
+        waiting = waiting[~closes]
+        out["waiting"] |= {(e, a, dt) for e, a in zip(waiting.event_id, waiting.arrival,
+                                                       strict=True)}  # fmt: skip
+    out["kept"] = set(zip(kept.event_id, kept.dt, strict=True))
+    return out
 
 
 def _local(settings, root: Path, name: str):
@@ -169,21 +210,36 @@ def test_a_range_ingests_what_the_days_ingest(spark, two_warehouses):
     assert_warehouses_equal(
         spark, daily, ranged,
         (tables.BRONZE_EVENTS, tables.BRONZE_ITEM_HISTORY, tables.BRONZE_ITEMS,
-         tables.BRONZE_QUARANTINE, tables.BRONZE_INGEST_RUNS, tables.BRONZE_USER_HISTORY),
+         tables.BRONZE_QUARANTINE, tables.BRONZE_INGEST_RUNS, tables.BRONZE_USER_HISTORY,
+         tables.BRONZE_PENDING_EVENTS),
         ignore=IGNORED,
     )  # fmt: skip
 
 
 def test_kept_events_follow_the_arrival_rules(spark, two_warehouses):
     daily, ranged, by_day = two_warehouses
-    expected = pd.DataFrame(sorted(_oracle_events(by_day)), columns=["event_id", "dt"])
+    oracle = _oracle_events(by_day)
+    expected = pd.DataFrame(sorted(oracle["kept"]), columns=["event_id", "dt"])
+    waiting = pd.DataFrame(sorted(oracle["waiting"]), columns=["event_id", "arrival_dt", "dt"])
+    expired = pd.DataFrame(sorted(oracle["expired"]), columns=["event_id", "dt"])
     for built in (daily, ranged):
         actual = tables.read(spark, tables.BRONZE_EVENTS, built).select("event_id", "dt")
         assert_tables_equal(expected, actual.toPandas(), table="bronze.events", key=["event_id"])
+        state = tables.read(spark, tables.BRONZE_PENDING_EVENTS, built)
+        assert_tables_equal(waiting, state.select("event_id", "arrival_dt", "dt").toPandas(),
+                            table="bronze.pending_events", key=["event_id", "dt"])  # fmt: skip
+        orphans = (
+            tables.read(spark, tables.BRONZE_QUARANTINE, built)
+            .where(F.col("reason").startswith("orphan_"))
+            .select(F.get_json_object("raw_record", "$.event_id").alias("event_id"), "dt")
+        )
+        assert_tables_equal(expired, orphans.toPandas(), table="bronze.quarantine",
+                            key=["event_id"])  # fmt: skip
     runs = tables.read(spark, tables.BRONZE_INGEST_RUNS, ranged).toPandas()
-    assert (runs.raw_rows == runs.bronze_rows + runs.quarantined_rows + runs.duplicate_rows).all()
+    assert runs_reconcile(runs).all()
     events = runs[runs.source == "raw_events"].set_index("dt")
     assert events.loc[EMPTY_DAY, "raw_rows"] == 0 and events.duplicate_rows.sum() > 0
+    assert events.released_rows.sum() >= 4 and events.loc[EMPTY_DAY, "expired_rows"] >= 1
     reasons = tables.read(spark, tables.BRONZE_QUARANTINE, ranged).groupBy("reason").count()
     found = {r.reason: r["count"] for r in reasons.collect()}
     assert found.get("orphan_click", 0) >= 1 and found.get("orphan_conversion", 0) >= 1

@@ -27,7 +27,10 @@ from pyspark.sql import functions as F
 from choirflow import pipeline, tables
 from choirflow.compare import assert_tables_equal, assert_warehouses_equal
 from choirflow.config import load_settings
+from choirflow.dates import day_offset
+from choirflow.ingest.pending import PENDING_DAYS
 from choirflow.synth.world import WorldConfig, generate_world, write_world
+from tests.conftest import runs_reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +40,11 @@ WORLD = WorldConfig(users=100, items=100, days=12, sessions_median=0.6, sessions
                     late_event_rate=0.05, seed=23)  # fmt: skip
 DAYS = [str(WORLD.start.fromordinal(WORLD.start.toordinal() + d)) for d in range(WORLD.days)]
 EMPTY_DAY, TIE_DAY, CHANGE_DAY, BAD_DAY = DAYS[4], DAYS[2], DAYS[6], DAYS[8]
+# Impressions with a click held back a day: the clicks arrive first and wait (across the end
+# of the first chunk) for their impressions.
+EARLY_CLICK_DAY = DAYS[5]
+EARLY = 6  # how many
+HELD_BACK = "held_back_impressions.json"
 # What a run writes about itself rather than about the data: when, by which run, how fast.
 WRITE_COLUMNS = (
     "ingested_at",
@@ -93,6 +101,30 @@ def _plant_edges(raw: Path) -> None:
              "request_id": "never-shown", "position": None}  # fmt: skip
     _write(bad, [*events, "not json", {**events[1], "event_id": "odd", "event_type": "purchase"},
                  {**events[2], "event_id": "nobody", "user_id": None}, click])  # fmt: skip
+    moved = _hold_back_clicked_impressions(raw / "events")
+    (raw.parent / HELD_BACK).write_text(json.dumps(moved))
+
+
+def _pair(event: dict) -> tuple:
+    return event["user_id"], event["item_id"], event["request_id"]
+
+
+def _hold_back_clicked_impressions(events: Path) -> list[dict]:
+    """Move EARLY clicked impressions of EARLY_CLICK_DAY, of users with impressions on later
+    days, into the next day's delivery: each click arrives a day before its impression.
+    Returns the moved impressions."""
+    day, next_day = (events / f"dt={d}" / "part-00000.jsonl" for d in (EARLY_CLICK_DAY,
+                                                                       CHANGE_DAY))  # fmt: skip
+    rows, later = _jsonl(day), _jsonl(next_day)
+    clicked = {_pair(e) for e in rows if e["event_type"] == "click"}
+    returning = {e["user_id"] for e in later if e["event_type"] == "impression"}
+    moved = [e for e in rows if e["event_type"] == "impression" and _pair(e) in clicked
+             and e["user_id"] in returning][:EARLY]  # fmt: skip
+    assert len(moved) == EARLY, "the world has too few returning clicked users"
+    ids = {e["event_id"] for e in moved}
+    _write(day, [e for e in rows if e["event_id"] not in ids])
+    _write(next_day, [*later, *moved])
+    return moved
 
 
 ENVIRONMENT = {
@@ -195,11 +227,15 @@ def test_the_planted_edges_reach_the_tables(spark, ranged):
 
     runs = read(tables.BRONZE_INGEST_RUNS).where(F.col("source") == "raw_events").toPandas()
     assert runs.set_index("dt").loc[EMPTY_DAY, "raw_rows"] == 0
-    assert (runs.raw_rows == runs.bronze_rows + runs.quarantined_rows + runs.duplicate_rows).all()
+    assert runs_reconcile(runs).all()
     reasons = {r.reason for r in read(tables.BRONZE_QUARANTINE).where(F.col("dt") == BAD_DAY)
                .select("reason").collect()}  # fmt: skip
-    planted = {"malformed_json", "not_allowed:event_type", "missing:user_id", "orphan_click"}
-    assert planted <= reasons
+    assert {"malformed_json", "not_allowed:event_type", "missing:user_id"} <= reasons
+    expired = read(tables.BRONZE_QUARANTINE).where(F.col("reason") == "orphan_click")
+    # the click without an impression waited its window out, then went to quarantine
+    assert expired.where(F.col("raw_record").contains('"orphan-click"')).first().dt == day_offset(
+        BAD_DAY, PENDING_DAYS
+    )
     events = read(tables.BRONZE_EVENTS)
     assert events.where(F.to_date("event_time") < F.col("dt")).count() > 0  # arrived late
     samples = read(tables.GOLD_SAMPLES)
@@ -214,6 +250,35 @@ def test_the_planted_edges_reach_the_tables(spark, ranged):
     assert moved.select("dt").distinct().collect() == [(CHANGE_DAY,)]
     checked = read(tables.QUALITY_RESULTS).select("dt").distinct().count()
     assert checked == len(DAYS)  # the gates ran over every backfilled day
+
+
+@pytest.mark.airflow
+def test_clicks_that_arrive_before_their_impressions_wait_for_them(spark, world, ranged):
+    """Each click whose impression came a day later waited (not quarantined), entered bronze
+    the day its impression did, labels that impression, and is in the user's later
+    sequences."""
+    moved = json.loads((world / HELD_BACK).read_text())
+    pairs = {_pair(e) for e in moved}
+
+    def read(table):
+        return tables.read(spark, table, ranged)
+
+    clicks = [r for r in read(tables.BRONZE_EVENTS).where(F.col("event_type") == "click")
+              .collect() if _pair(r) in pairs]  # fmt: skip
+    assert {_pair(r) for r in clicks} == pairs and {r.dt for r in clicks} == {CHANGE_DAY}
+    runs = read(tables.BRONZE_INGEST_RUNS).where(F.col("source") == "raw_events").toPandas()
+    runs = runs.set_index("dt")
+    assert runs.loc[EARLY_CLICK_DAY, "pending_rows"] >= EARLY
+    assert runs.loc[CHANGE_DAY, "released_rows"] >= EARLY
+    samples = read(tables.GOLD_SAMPLES)
+    labelled = samples.where(F.col("event_id").isin([e["event_id"] for e in moved])).collect()
+    assert sorted((r.dt, r.click) for r in labelled) == [(CHANGE_DAY, 1)] * EARLY
+    for click in clicks:
+        later = samples.where(
+            (F.col("user_id") == click.user_id) & (F.col("event_time") > click.event_time)
+        )
+        seen = later.where(F.array_contains("hist_item_ids", click.item_id)).count()
+        assert seen > 0, f"{click.item_id} is in no later sequence of {click.user_id}"
 
 
 @pytest.mark.airflow

@@ -251,11 +251,12 @@ BRONZE_DIMENSIONS = ("bronze.item_history", "bronze.user_history")
 
 DAILY_STEPS: tuple[Step, ...] = (
     Step(
-        "ingest", ingest, reads=(*RAW, "bronze.events"),
+        "ingest", ingest, reads=(*RAW, "bronze.events", "bronze.pending_events"),
         writes=("bronze.events", "bronze.items", "bronze.users", *BRONZE_DIMENSIONS,
-                "bronze.quarantine", "bronze.ingest_runs"),
+                "bronze.quarantine", "bronze.pending_events", "bronze.ingest_runs"),
         ranged=True,
-        doc="raw logs of the day -> typed, deduplicated bronze; rejects to quarantine",
+        doc="raw logs of the day -> typed, deduplicated bronze; rejects to quarantine; "
+        "clicks and conversions ahead of their parent wait",
     ),
     Step(
         "bronze_quality_gate", bronze_quality_gate,

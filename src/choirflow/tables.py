@@ -154,11 +154,19 @@ BRONZE_QUARANTINE = Table(
     "source_table string, raw_record string, reason string, rules string, run_id string, "
     "quarantined_at timestamp, dt string",
 )  # fmt: skip
+BRONZE_PENDING_EVENTS = Table(
+    "bronze", "pending_events", ("dt",), ("event_id", "dt"),
+    "clicks and conversions waiting for their parent, as they stand at the end of each day",
+    "event_id string, event_type string, user_id string, item_id string, request_id string, "
+    "position int, event_time timestamp, ingestion_time timestamp, device string, "
+    "surface string, raw_record string, arrival_dt string, run_id string, dt string",
+)  # fmt: skip
 BRONZE_INGEST_RUNS = Table(
     "bronze", "ingest_runs", ("dt",), ("source",), "per-run row accounting",
     "source string, dt string, run_id string, raw_rows bigint, bronze_rows bigint, "
-    "quarantined_rows bigint, duplicate_rows bigint, files_read array<string>, "
-    "files_skipped array<string>, recorded_at timestamp",
+    "quarantined_rows bigint, duplicate_rows bigint, pending_rows bigint, released_rows bigint, "
+    "expired_rows bigint, files_read array<string>, files_skipped array<string>, "
+    "recorded_at timestamp",
     written_at="recorded_at",
 )  # fmt: skip
 SILVER_BEHAVIORS = Table(
@@ -292,6 +300,7 @@ ALL_TABLES = [
     BRONZE_ITEM_HISTORY,
     BRONZE_USER_HISTORY,
     BRONZE_QUARANTINE,
+    BRONZE_PENDING_EVENTS,
     BRONZE_INGEST_RUNS,
     SILVER_BEHAVIORS,
     SILVER_USER_DAILY,

@@ -341,13 +341,16 @@ def volumes_section(data: ReportData) -> Section | None:
     runs = data.runs
     if runs.empty:
         return None
-    runs = runs[["source", "raw_rows", "bronze_rows", "quarantined_rows", "duplicate_rows"]]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    runs.set_index("source")[["bronze_rows", "quarantined_rows", "duplicate_rows"]].plot.barh(
-        ax=ax, stacked=True
+    waits = ["pending_rows", "released_rows", "expired_rows"]  # absent from older runs
+    runs = runs.reindex(columns=[*runs.columns.drop(waits, errors="ignore"), *waits]).fillna(
+        {c: 0 for c in waits}
     )
+    placed = ["bronze_rows", "quarantined_rows", "duplicate_rows", "pending_rows"]
+    runs = runs[["source", "raw_rows", "released_rows", "expired_rows", *placed]]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    runs.set_index("source")[placed].plot.barh(ax=ax, stacked=True)
     ax.set_xlabel("rows")
-    ax.set_title("raw rows = bronze + quarantined + duplicates")
+    ax.set_title("raw + released + expired = bronze + quarantined + duplicates + pending")
     q = data.quarantine
     reasons = (
         q.groupby(["source_table", "reason"]).size().rename("rows").reset_index()

@@ -1,8 +1,11 @@
 """Raw logs -> bronze tables, typed by the schemas/ contracts, with quarantine.
 
 Every raw line ends in exactly one place: the bronze table, bronze.quarantine (with the raw
-record, the rule it broke and the run), or the count of duplicates. The run checks
-`raw = bronze + quarantined + duplicates` and records it in bronze.ingest_runs.
+record, the rule it broke and the run), the count of duplicates, or bronze.pending_events (a
+click or conversion waiting for its parent: ingest.pending), from which it later moves into
+bronze or quarantine. Each day the run checks
+`raw + released + expired = bronze + quarantined + duplicates + pending` and records it in
+bronze.ingest_runs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from choirflow.config import Settings
 from choirflow.contracts import Column as ContractColumn
 from choirflow.contracts import Contract, load_contract
 from choirflow.dates import day_offset, days_between
+from choirflow.ingest import pending
 from choirflow.ingest.judge import (
     MAX_LINE_BYTES,
     SPARK_TIME_FORMAT,
@@ -59,18 +63,31 @@ class IngestCounts:
     bronze_rows: int
     quarantined_rows: int
     duplicate_rows: int
+    # Clicks and conversions that began waiting for their parent (ingest.pending) on the
+    # day, were freed into bronze on it, or expired into quarantine on it.
+    pending_rows: int = 0
+    released_rows: int = 0
+    expired_rows: int = 0
     files_read: list[str] = field(default_factory=list)
     files_skipped: list[str] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
-        return self.raw_rows == self.bronze_rows + self.quarantined_rows + self.duplicate_rows
+        arrived = self.raw_rows + self.released_rows + self.expired_rows
+        placed = self.bronze_rows + self.quarantined_rows + self.duplicate_rows
+        return arrived == placed + self.pending_rows
 
     def line(self) -> str:
         mark = "ok" if self.reconciles else "MISMATCH"
+        waits = (
+            f"raw={self.raw_rows} + released={self.released_rows} + expired={self.expired_rows}"
+            if self.released_rows or self.expired_rows
+            else f"raw={self.raw_rows}"
+        )
         return (
-            f"{self.source}: raw={self.raw_rows} = bronze={self.bronze_rows}"
-            f" + quarantined={self.quarantined_rows} + duplicates={self.duplicate_rows} ({mark})"
+            f"{self.source}: {waits} = bronze={self.bronze_rows}"
+            f" + quarantined={self.quarantined_rows} + duplicates={self.duplicate_rows}"
+            f" + pending={self.pending_rows} ({mark})"
             f"; {len(self.files_read)} files read, {len(self.files_skipped)} skipped"
         )
 
@@ -184,9 +201,13 @@ def _read_days(
     return lines.select("value", day.alias("dt")), files
 
 
-def _file_lists(files: RawFiles, dt: str) -> tuple[list[str], list[str]]:
-    """(read, skipped) of one day; folders that are no day are reported with every day."""
-    return files.read.get(dt, []), files.skipped.get(dt, []) + files.strays
+def _file_lists(files: RawFiles, dt: str) -> dict[str, list[str]]:
+    """The files read and skipped on one day; folders that are no day are reported with
+    every day."""
+    return {
+        "files_read": files.read.get(dt, []),
+        "files_skipped": files.skipped.get(dt, []) + files.strays,
+    }
 
 
 class RawFileError(RuntimeError):
@@ -403,34 +424,40 @@ def event_content(contract: Contract) -> SparkColumn:
 
 
 def _first_deliveries(occurrences: DataFrame) -> DataFrame:
-    """Status of each (event_id, dt) of a chunk: "kept", "duplicate" (bronze or an earlier
-    day of the chunk kept the same content), "conflict" (it kept other content under the id)
-    or "orphan", read per event id with bronze's own copies (`prior`, from any day outside
-    the chunk, before or after it) first, then the chunk's in day order. Exactly what
-    day-by-day runs decide: a copy is measured against what bronze kept, never against what
-    was quarantined."""
+    """Status of each (event_id, dt) of a chunk: "kept", "pending" (no parent yet: it waits),
+    "duplicate" (bronze, a waiting row or an earlier day of the chunk holds the same content),
+    "conflict" (it holds other content under the id), read per event id with bronze's and
+    the waiting state's own copies (`prior`, from outside the chunk) first, then the chunk's
+    in day order. An id stays taken for good once kept, and through `until` while it waits
+    (after that it expired). Exactly what day-by-day runs decide: a copy is measured against
+    what bronze kept or what waits, never against what was quarantined."""
     start = F.struct(
         F.lit(None).cast("string").alias("content"),
+        F.lit(None).cast("string").alias("until"),
         F.array().cast("array<struct<dt:string,status:string>>").alias("out"),
     )
 
     def step(acc: SparkColumn, x: SparkColumn) -> SparkColumn:
-        seen = acc["content"].isNotNull()
+        live = acc["content"].isNotNull() & (acc["until"].isNull() | (x["dt"] <= acc["until"]))
         status = (
             F.when(x["prior"], F.lit("prior"))
-            .when(seen & (x["content"] == acc["content"]), F.lit("duplicate"))
-            .when(seen, F.lit("conflict"))
-            .when(x["orphan"], F.lit("orphan"))
+            .when(live & (x["content"] == acc["content"]), F.lit("duplicate"))
+            .when(live, F.lit("conflict"))
+            .when(x["orphan"], F.lit("pending"))
             .otherwise(F.lit("kept"))
         )
-        content = F.when(status.isin("prior", "kept"), x["content"]).otherwise(acc["content"])
+        takes = status.isin("prior", "kept", "pending")
         entry = F.struct(x["dt"].alias("dt"), status.alias("status"))
-        return F.struct(content.alias("content"), F.concat(acc["out"], F.array(entry)).alias("out"))
+        return F.struct(
+            F.when(takes, x["content"]).otherwise(acc["content"]).alias("content"),
+            F.when(takes, x["until"]).otherwise(acc["until"]).alias("until"),
+            F.concat(acc["out"], F.array(entry)).alias("out"),
+        )
 
     bronze_first = F.when(F.col("prior"), 0).otherwise(1).alias("rank")
     per_id = occurrences.groupBy("event_id").agg(
         F.array_sort(
-            F.collect_list(F.struct(bronze_first, "dt", "prior", "orphan", "content"))
+            F.collect_list(F.struct(bronze_first, "dt", "prior", "orphan", "content", "until"))
         ).alias("days")
     )
     decided = per_id.select("event_id", F.aggregate("days", start, step)["out"].alias("out"))
@@ -479,17 +506,40 @@ def _flag_orphans(events: DataFrame, parents: DataFrame, keys: list[str]) -> Dat
     )
 
 
+@dataclass
+class _Decided:
+    """What a chunk's events became: rows for bronze.events (released ones in the partition
+    of the day they were freed), (dt) of duplicates, rows for quarantine (conflicts, and the
+    waiting rows whose window closed), (dt) of rows that began, were freed from or expired
+    out of waiting, and the waiting state of each day."""
+
+    kept: list[DataFrame] = field(default_factory=list)
+    duplicates: list[DataFrame] = field(default_factory=list)
+    rejected: list[DataFrame] = field(default_factory=list)
+    pending: list[DataFrame] = field(default_factory=list)
+    released: list[DataFrame] = field(default_factory=list)
+    expired: list[DataFrame] = field(default_factory=list)
+    states: list[DataFrame] = field(default_factory=list)
+
+    def union(self, name: str) -> DataFrame:
+        return reduce(DataFrame.unionByName, getattr(self, name))
+
+
+_PARENT_KEYS = ["user_id", "item_id", "request_id"]
+
+
 def _resolve_events(
     spark: SparkSession, settings: Settings, delivered: DataFrame, span: tuple[str, str],
     cached: list,
-) -> tuple[DataFrame, ...]:  # fmt: skip
-    """(kept, duplicates, rejected) of the chunk's events, each delivery already unique per
-    event id. Impressions, then clicks, then conversions: a click needs a kept impression of
-    the same request and item, a conversion a kept click, delivered the same day or in the
-    lookback before it (else orphan_click / orphan_conversion); a copy of an event bronze
-    kept, on any day, is a duplicate, or a conflicting_duplicate when it says otherwise."""
+) -> _Decided:  # fmt: skip
+    """The chunk's events decided, each delivery already unique per event id. Impressions,
+    then clicks, then conversions: a click needs a kept impression of the same request and
+    item, a conversion a kept click, delivered the same day or in the lookback before it, or
+    else it waits (ingest.pending) for one to be kept within the window; a copy of an event
+    bronze kept, on any day, or of one that waits, is a duplicate, or a conflicting_duplicate
+    when it says otherwise."""
     start = span[0]
-    keys = ["user_id", "item_id", "request_id"]
+    contract = load_contract("raw_events")
     parents = spark.createDataFrame([], "event_id string, user_id string, item_id string, "
                                     "request_id string, event_type string, dt string")  # fmt: skip
     if tables.exists(spark, tables.BRONZE_EVENTS, settings):
@@ -497,41 +547,81 @@ def _resolve_events(
         parents = (
             tables.read(spark, tables.BRONZE_EVENTS, settings)
             .where((F.col("dt") >= lo) & (F.col("dt") < start))
-            .select("event_id", *keys, "event_type", "dt")
+            .select("event_id", *_PARENT_KEYS, "event_type", "dt")
         )
     copies = _bronze_copies(spark, settings, delivered, span, cached)
-    kept, duplicates, rejected = [], [], []
-    kinds = (("impression", None), ("click", "impression"), ("conversion", "click"))
-    for kind, parent in kinds:
+    waiting = pending.carried(spark, settings, start, contract.column_names)
+    waiting = waiting.withColumn("_content", event_content(contract))
+    decided = _Decided()
+    for kind, parent in (("impression", None), ("click", "impression"), ("conversion", "click")):
         these = delivered.where(F.col("event_type") == kind)
-        flagged = (
-            these.withColumn("orphan", F.lit(False))
-            if parent is None
-            else _flag_orphans(these, parents.where(F.col("event_type") == parent), keys)
-        )
-        occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan",
-                                     F.col("_content").alias("content"))  # fmt: skip
         # Identity is per event type: a daily run and a range cannot agree on an id that
         # another type used on another day (the range decides type by type).
-        earlier = copies.where(F.col("event_type") == kind).join(
-            these.select("event_id"), "event_id", "left_semi"
+        earlier = (
+            copies.where(F.col("event_type") == kind)
+            .join(these.select("event_id"), "event_id", "left_semi")
+            .select("event_id", "dt", "content", F.lit(None).cast("string").alias("until"))
         )
-        occurrences = occurrences.unionByName(
-            earlier.select("event_id", "dt", F.lit(True).alias("prior"),
-                           F.lit(False).alias("orphan"), "content")
+        kind_parents = None if parent is None else parents.where(F.col("event_type") == parent)
+        kept = _decide_kind(kind, these, waiting.where(F.col("event_type") == kind), earlier,
+                            kind_parents, span, decided, cached)  # fmt: skip
+        parents = parents.unionByName(kept.select("event_id", *_PARENT_KEYS, "event_type", "dt"))
+    return decided
+
+
+def _decide_kind(
+    kind: str, these: DataFrame, waiting: DataFrame, earlier: DataFrame,
+    parents: DataFrame | None, span: tuple[str, str], decided: _Decided, cached: list,
+) -> DataFrame:  # fmt: skip
+    """One event type's rows of the chunk decided into `decided`; returns those kept (the
+    next type's parents)."""
+    start, end = span
+    columns = these.columns
+    if parents is None:  # impressions need no parent
+        flagged = these.withColumn("orphan", F.lit(False)).withColumn("until", F.lit(None))
+        resolution = None
+    else:
+        flagged = _flag_orphans(these, parents, _PARENT_KEYS)
+        freeing = parents.where(F.col("dt") >= start)
+        candidates = flagged.where("orphan").select(*columns).unionByName(waiting)
+        resolution = pending.resolve(candidates, freeing, _PARENT_KEYS, end).localCheckpoint()
+        cached.append(resolution)
+        flagged = flagged.join(resolution.select("event_id", "dt", "until"),
+                               ["event_id", "dt"], "left")  # fmt: skip
+        earlier = earlier.unionByName(
+            resolution.join(waiting.select("event_id", "dt"), ["event_id", "dt"], "left_semi")
+            .select("event_id", "dt", F.col("_content").alias("content"), "until")
         )  # fmt: skip
-        decided = these.join(_first_deliveries(occurrences), ["event_id", "dt"]).localCheckpoint()
-        cached.append(decided)
-        kept.append(decided.where(F.col("status") == "kept").drop("status"))
-        duplicates.append(decided.where(F.col("status") == "duplicate").select("dt"))
-        reason = F.when(F.col("status") == "orphan", F.lit(f"orphan_{kind}")).otherwise(
-            F.lit("conflicting_duplicate")
-        )
-        rejected.append(
-            _rejected(decided.where(F.col("status").isin("orphan", "conflict")), reason)
-        )
-        parents = parents.unionByName(kept[-1].select("event_id", *keys, "event_type", "dt"))
-    return tuple(reduce(DataFrame.unionByName, frames) for frames in (kept, duplicates, rejected))
+    occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan",
+                                 F.col("_content").alias("content"),
+                                 F.col("until").cast("string"))  # fmt: skip
+    occurrences = occurrences.unionByName(earlier.select(
+        "event_id", "dt", F.lit(True).alias("prior"), F.lit(False).alias("orphan"), "content",
+        "until",
+    ))  # fmt: skip
+    statuses = these.join(_first_deliveries(occurrences), ["event_id", "dt"]).localCheckpoint()
+    cached.append(statuses)
+    kept = statuses.where(F.col("status") == "kept").select(*columns)
+    decided.duplicates.append(statuses.where(F.col("status") == "duplicate").select("dt"))
+    decided.rejected.append(_rejected(statuses.where(F.col("status") == "conflict"),
+                                      F.lit("conflicting_duplicate")))  # fmt: skip
+    if resolution is not None:
+        began = statuses.where(F.col("status") == "pending").select("event_id", "dt")
+        waits = began.unionByName(waiting.select("event_id", "dt"))
+        waits = resolution.join(waits, ["event_id", "dt"], "left_semi")
+        freed, closed = pending.released(waits), pending.expired(waits, end)
+        kept = kept.unionByName(freed.select(*columns))
+        decided.pending.append(began.select("dt"))
+        decided.released.append(freed.select("dt"))
+        decided.expired.append(closed.select("dt"))
+        decided.rejected.append(_rejected(closed, F.lit(f"orphan_{kind}")))
+        decided.states.append(pending.states(waits, _contract_columns(columns), start, end))
+    decided.kept.append(kept)
+    return kept
+
+
+def _contract_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if c not in ("raw_record", "dt", "_content")]
 
 
 def ingest_events_days(
@@ -561,22 +651,26 @@ def ingest_events_days(
     delivered = good.where("_n = 1").drop("_n", "_same")
     repeated = good.where("_n > 1")
     cached: list[DataFrame] = []  # the decisions of each event type, unpersisted at the end
-    kept, duplicates, rejected = _resolve_events(spark, settings, delivered, (start, end), cached)
+    decided = _resolve_events(spark, settings, delivered, (start, end), cached)
     conflicts = _rejected(repeated.where(~F.col("_same")), F.lit("conflicting_duplicate"))
-    bronze = kept.select(
+    bronze = decided.union("kept").select(
         *contract.column_names,
         F.current_timestamp().alias("ingested_at"),
         F.lit(run_id).alias("run_id"),
         "dt",
     )
     tables.replace_partition(bronze, tables.BRONZE_EVENTS, settings, tables.day_range(start, end))
-    bad = bad.select("dt", "raw_record", "reason", "rules").unionByName(rejected)
+    waiting = decided.union("states").withColumn("run_id", F.lit(run_id))
+    tables.replace_partition(waiting, tables.BRONZE_PENDING_EVENTS, settings,
+                             tables.day_range(start, end))  # fmt: skip
+    bad = bad.select("dt", "raw_record", "reason", "rules").unionByName(decided.union("rejected"))
     bad = bad.unionByName(conflicts)
     _write_quarantine(spark, settings, _quarantine_rows(bad, "raw_events", run_id), "raw_events",
                       start, end)  # fmt: skip
     raw = _counts_by_day(checked)
     repeats = _counts_by_day(repeated.where("_same"))
-    dups = _counts_by_day(duplicates)
+    dups = _counts_by_day(decided.union("duplicates"))
+    waits = [_counts_by_day(decided.union(n)) for n in ("pending", "released", "expired")]
     # Counted back from the tables as written, so the identity checked is a real one.
     written = tables.read(spark, tables.BRONZE_EVENTS, settings).where(tables.day_range(start, end))
     in_bronze = _counts_by_day(written)
@@ -584,7 +678,7 @@ def ingest_events_days(
     counts = [
         IngestCounts("raw_events", dt, run_id, raw.get(dt, 0), in_bronze.get(dt, 0),
                      quarantined.get(dt, 0), repeats.get(dt, 0) + dups.get(dt, 0),
-                     *_file_lists(files, dt))
+                     *(w.get(dt, 0) for w in waits), **_file_lists(files, dt))
         for dt in days_between(start, end)
     ]  # fmt: skip
     for frame in (checked, good, *cached):
@@ -650,7 +744,7 @@ def ingest_dimension_days(
     counts = [
         IngestCounts(source_name, dt, run_id, raw.get(dt, 0), kept.get(dt, 0),
                      quarantined.get(dt, 0), delivered.get(dt, 0) - kept.get(dt, 0),
-                     *_file_lists(files, dt))
+                     **_file_lists(files, dt))
         for dt in days_between(start, end)
     ]  # fmt: skip
     for frame in (good, checked, upsert):
