@@ -45,22 +45,41 @@ def carried(spark: SparkSession, settings: Settings, start: str, columns: list[s
     return state.select(*columns, "raw_record", F.col("arrival_dt").alias("dt"))
 
 
-def resolve(waiting: DataFrame, parents: DataFrame, keys: list[str], end: str) -> DataFrame:
-    """waiting rows (dt: arrival day) with `released_dt`, the first day after arrival, within
-    the window and by `end`, on which a parent of the same keys is kept (null if none), and
-    `until`, the last day the event id stays taken while it waits (null once released: it is
-    then in bronze for good)."""
+def parent_days(
+    rows: DataFrame, parents: DataFrame, keys: list[str], lookback_days: int,
+    span: tuple[str, str],
+) -> DataFrame:  # fmt: skip
+    """rows (dt: arrival day; `_carried`: already waiting) with `orphan`: no parent of the
+    same keys kept that day or in the lookback_days before it (a carried row is one), and for
+    those `released_dt`, the first later day within the window and the span on which a parent
+    is kept (null if none), and `until`, the last day the event id stays taken while it waits
+    (null once released: it is then in bronze for good). One join for both questions."""
+    start, end = span
     have = parents.select(*[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt"))
     match = reduce(lambda a, b: a & b, [F.col(k) == F.col(f"_p_{k}") for k in keys])
-    after = (F.col("_p_dt") > F.col("dt")) & (F.col("_p_dt") <= _day_plus("dt", PENDING_DAYS))
-    first = (
-        waiting.select("event_id", "dt", *keys)
-        .join(have, match & after & (F.col("_p_dt") <= F.lit(end)))
+    arrival, seen = F.col("dt"), F.col("_p_dt")
+    near = (seen >= _day_plus(arrival, -lookback_days)) & (seen <= _day_plus(arrival, PENDING_DAYS))
+    later = (seen > arrival) & (seen >= F.lit(start)) & (seen <= F.lit(end))
+    found = (
+        rows.select("event_id", "dt", *keys)
+        .join(have, match & near)
         .groupBy("event_id", "dt")
-        .agg(F.min("_p_dt").alias("released_dt"))
+        .agg(
+            F.max(seen <= arrival).alias("_before"),
+            F.min(F.when(later, seen)).alias("_freed"),
+        )
     )
-    return waiting.join(first, ["event_id", "dt"], "left").withColumn(
-        "until", F.when(F.col("released_dt").isNull(), _day_plus("dt", PENDING_DAYS))
+    orphan = F.col("_carried") | ~F.coalesce(F.col("_before"), F.lit(False))
+    released = F.when(F.col("orphan"), F.col("_freed"))
+    until = F.when(
+        F.col("orphan") & F.col("released_dt").isNull(), _day_plus(arrival, PENDING_DAYS)
+    )
+    return (
+        rows.join(found, ["event_id", "dt"], "left")
+        .withColumn("orphan", orphan)
+        .withColumn("released_dt", released)
+        .withColumn("until", until)
+        .drop("_before", "_freed")
     )
 
 

@@ -407,13 +407,6 @@ def _counts_by_day(frame: DataFrame) -> dict[str, int]:
     return {r.dt: r["count"] for r in frame.groupBy("dt").count().collect()}
 
 
-def _within_lookback(later: SparkColumn, earlier: SparkColumn) -> SparkColumn:
-    """`earlier` is the day `later` or one of the PARENT_LOOKBACK_DAYS days before it."""
-    return (earlier <= later) & (earlier >= F.date_format(
-        F.date_sub(F.to_date(later), PARENT_LOOKBACK_DAYS), "yyyy-MM-dd"
-    ))  # fmt: skip
-
-
 def event_content(contract: Contract) -> SparkColumn:
     """A digest of what an event says (every contract column but when it was received): two
     copies with the same id and digest are one event delivered twice; with another digest,
@@ -492,20 +485,6 @@ def _bronze_copies(
     return rows.select("event_id", "event_type", "dt", content)
 
 
-def _flag_orphans(events: DataFrame, parents: DataFrame, keys: list[str]) -> DataFrame:
-    """events with `orphan`: no parent of the same keys delivered that day or in the lookback
-    before it."""
-    have = parents.select(*[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt"))
-    match = [F.col(k) == F.col(f"_p_{k}") for k in keys]
-    condition = reduce(lambda a, b: a & b, match) & _within_lookback(F.col("dt"), F.col("_p_dt"))
-    has_parent = events.join(have, condition, "left_semi").select("event_id", "dt")
-    return (
-        events.join(has_parent.withColumn("_has", F.lit(True)), ["event_id", "dt"], "left")
-        .withColumn("orphan", F.col("_has").isNull())
-        .drop("_has")
-    )
-
-
 @dataclass
 class _Decided:
     """What a chunk's events became: rows for bronze.events (released ones in the partition
@@ -551,7 +530,9 @@ def _resolve_events(
         )
     copies = _bronze_copies(spark, settings, delivered, span, cached)
     waiting = pending.carried(spark, settings, start, contract.column_names)
-    waiting = waiting.withColumn("_content", event_content(contract))
+    # Read once (a few rows): each event type's job starts from it.
+    waiting = waiting.withColumn("_content", event_content(contract)).localCheckpoint()
+    cached.append(waiting)
     decided = _Decided()
     for kind, parent in (("impression", None), ("click", "impression"), ("conversion", "click")):
         these = delivered.where(F.col("event_type") == kind)
@@ -573,45 +554,39 @@ def _decide_kind(
     kind: str, these: DataFrame, waiting: DataFrame, earlier: DataFrame,
     parents: DataFrame | None, span: tuple[str, str], decided: _Decided, cached: list,
 ) -> DataFrame:  # fmt: skip
-    """One event type's rows of the chunk decided into `decided`; returns those kept (the
-    next type's parents)."""
+    """One event type's rows of the chunk decided into `decided`, in one Spark job (the
+    chunk's rows and the rows carried in waiting, each with the day a parent freed it);
+    returns those kept (the next type's parents)."""
     start, end = span
     columns = these.columns
+    rows = these.withColumn("_carried", F.lit(False))
     if parents is None:  # impressions need no parent
-        flagged = these.withColumn("orphan", F.lit(False)).withColumn("until", F.lit(None))
-        resolution = None
-    else:
-        flagged = _flag_orphans(these, parents, _PARENT_KEYS)
-        freeing = parents.where(F.col("dt") >= start)
-        candidates = flagged.where("orphan").select(*columns).unionByName(waiting)
-        resolution = pending.resolve(candidates, freeing, _PARENT_KEYS, end).localCheckpoint()
-        cached.append(resolution)
-        flagged = flagged.join(resolution.select("event_id", "dt", "until"),
-                               ["event_id", "dt"], "left")  # fmt: skip
-        earlier = earlier.unionByName(
-            resolution.join(waiting.select("event_id", "dt"), ["event_id", "dt"], "left_semi")
-            .select("event_id", "dt", F.col("_content").alias("content"), "until")
-        )  # fmt: skip
-    occurrences = flagged.select("event_id", "dt", F.lit(False).alias("prior"), "orphan",
-                                 F.col("_content").alias("content"),
-                                 F.col("until").cast("string"))  # fmt: skip
-    occurrences = occurrences.unionByName(earlier.select(
+        no_day = F.lit(None).cast("string")
+        settled = rows.select("*", F.lit(False).alias("orphan"), no_day.alias("released_dt"),
+                              no_day.alias("until"))  # fmt: skip
+    else:  # what waits: the chunk's rows without a parent, and the rows carried in
+        rows = rows.unionByName(waiting.select(*columns, F.lit(True).alias("_carried")))
+        settled = pending.parent_days(rows, parents, _PARENT_KEYS, PARENT_LOOKBACK_DAYS, span)
+    occurrences = settled.select(
+        "event_id", "dt", F.col("_carried").alias("prior"), "orphan",
+        F.col("_content").alias("content"), "until",
+    ).unionByName(earlier.select(
         "event_id", "dt", F.lit(True).alias("prior"), F.lit(False).alias("orphan"), "content",
         "until",
     ))  # fmt: skip
-    statuses = these.join(_first_deliveries(occurrences), ["event_id", "dt"]).localCheckpoint()
+    # The rows carried in have no status of their own (they are the chunk's priors).
+    statuses = settled.join(_first_deliveries(occurrences), ["event_id", "dt"], "left")
+    statuses = statuses.localCheckpoint()
     cached.append(statuses)
     kept = statuses.where(F.col("status") == "kept").select(*columns)
     decided.duplicates.append(statuses.where(F.col("status") == "duplicate").select("dt"))
     decided.rejected.append(_rejected(statuses.where(F.col("status") == "conflict"),
                                       F.lit("conflicting_duplicate")))  # fmt: skip
-    if resolution is not None:
-        began = statuses.where(F.col("status") == "pending").select("event_id", "dt")
-        waits = began.unionByName(waiting.select("event_id", "dt"))
-        waits = resolution.join(waits, ["event_id", "dt"], "left_semi")
+    if parents is not None:
+        waits = statuses.where(F.col("_carried") | (F.col("status") == "pending"))
         freed, closed = pending.released(waits), pending.expired(waits, end)
         kept = kept.unionByName(freed.select(*columns))
-        decided.pending.append(began.select("dt"))
+        decided.pending.append(statuses.where(F.col("status") == "pending").select("dt"))
         decided.released.append(freed.select("dt"))
         decided.expired.append(closed.select("dt"))
         decided.rejected.append(_rejected(closed, F.lit(f"orphan_{kind}")))
