@@ -590,13 +590,10 @@ def _decide_kind(
         decided.released.append(freed.select("dt"))
         decided.expired.append(closed.select("dt"))
         decided.rejected.append(_rejected(closed, F.lit(f"orphan_{kind}")))
-        decided.states.append(pending.states(waits, _contract_columns(columns), start, end))
+        said = load_contract("raw_events").column_names
+        decided.states.append(pending.states(waits, said, start, end))
     decided.kept.append(kept)
     return kept
-
-
-def _contract_columns(columns: list[str]) -> list[str]:
-    return [c for c in columns if c not in ("raw_record", "dt", "_content")]
 
 
 def ingest_events_days(
