@@ -17,7 +17,6 @@ from pyspark.sql import functions as F
 from choirflow import tables
 from choirflow.dates import day_offset
 from choirflow.evaluate.report import skipped_files
-from choirflow.ingest.pending import PENDING_DAYS
 from choirflow.ingest.raw import (
     RawFileError,
     ingest_dimension,
@@ -490,9 +489,10 @@ def test_bad_click_or_conversion_with_no_parent(planted, spark, settings):
     """A click or conversion without its parent waits for it (bronze.pending_events); when
     the window closes without one it goes to quarantine, on that day, with the reason."""
     _assert_where_each_line_went(planted, "orphan")
-    closes = day_offset(PLANTED, PENDING_DAYS)
+    window = settings.features.parent_lookback_days
+    closes = day_offset(PLANTED, window)
     counts = ingest_events_days(spark, settings, day_offset(PLANTED, 1), closes)
-    assert [c.expired_rows for c in counts] == [0] * (PENDING_DAYS - 1) + [2]
+    assert [c.expired_rows for c in counts] == [0] * (window - 1) + [2]
     assert all(c.reconciles for c in counts)
     q = tables.read(spark, tables.BRONZE_QUARANTINE, settings).where(F.col("dt") == closes)
     reasons = {json.loads(r.raw_record)["event_id"]: r.reason for r in q.collect()}

@@ -18,10 +18,12 @@ from pyspark.sql import functions as F
 
 from choirflow import tables
 from choirflow.compare import assert_tables_equal, assert_warehouses_equal
+from choirflow.config import FeatureSettings
 from choirflow.dates import day_offset, days_between
-from choirflow.ingest.pending import PENDING_DAYS
-from choirflow.ingest.raw import PARENT_LOOKBACK_DAYS, ingest_day, ingest_days
+from choirflow.ingest.raw import ingest_day, ingest_days
 from tests.conftest import runs_reconcile
+
+WINDOW_DAYS = FeatureSettings().parent_lookback_days  # the default the tests' settings keep
 
 pytestmark = pytest.mark.spark
 
@@ -161,7 +163,7 @@ def _oracle_events(by_day: dict[str, list[dict]]) -> dict[str, set]:
                              ("conversion", "click")):  # fmt: skip
             these = day[day.event_type == kind]
             if parent is not None:
-                parents = kept[(kept.dt >= day_offset(dt, -PARENT_LOOKBACK_DAYS))
+                parents = kept[(kept.dt >= day_offset(dt, -WINDOW_DAYS))
                                & (kept.event_type == parent)]  # fmt: skip
                 have = set(parents[keys].itertuples(index=False, name=None))
                 today = set(parents[parents.dt == dt][keys].itertuples(index=False, name=None))
@@ -175,7 +177,7 @@ def _oracle_events(by_day: dict[str, list[dict]]) -> dict[str, set]:
                 waiting = pd.concat([waiting[~freed], these[~found].assign(arrival=dt)])
                 these = these[found]
             kept = pd.concat([kept, these.assign(dt=dt)[kept.columns]])
-        closes = waiting.arrival.map(lambda a: day_offset(a, PENDING_DAYS)) == dt
+        closes = waiting.arrival.map(lambda a: day_offset(a, WINDOW_DAYS)) == dt
         out["expired"] |= {(e, dt) for e in waiting[closes].event_id}
         waiting = waiting[~closes]
         out["waiting"] |= {(e, a, dt) for e, a in zip(waiting.event_id, waiting.arrival,

@@ -28,7 +28,6 @@ from choirflow import pipeline, tables
 from choirflow.compare import assert_tables_equal, assert_warehouses_equal
 from choirflow.config import load_settings
 from choirflow.dates import day_offset
-from choirflow.ingest.pending import PENDING_DAYS
 from choirflow.synth.world import WorldConfig, generate_world, write_world
 from tests.conftest import runs_reconcile
 
@@ -234,7 +233,7 @@ def test_the_planted_edges_reach_the_tables(spark, ranged):
     expired = read(tables.BRONZE_QUARANTINE).where(F.col("reason") == "orphan_click")
     # the click without an impression waited its window out, then went to quarantine
     assert expired.where(F.col("raw_record").contains('"orphan-click"')).first().dt == day_offset(
-        BAD_DAY, PENDING_DAYS
+        BAD_DAY, ranged.features.parent_lookback_days
     )
     events = read(tables.BRONZE_EVENTS)
     assert events.where(F.to_date("event_time") < F.col("dt")).count() > 0  # arrived late

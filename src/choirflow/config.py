@@ -59,6 +59,11 @@ class FeatureSettings(_Section):
     history_days: int = Field(30, ge=1)
     state_retention_days: int = Field(7, ge=1)
     attribution_hours: float = Field(24.0, gt=0)
+    # A click finds its impression (a conversion its click) that arrived this many days
+    # before it, or waits this many days for it: the two halves of a pair match when they
+    # arrive within this many days of each other, in either order. A day's labels can
+    # change for twice as long (features.labels).
+    parent_lookback_days: int = Field(3, ge=0, le=30)
     encoder_version: str = "minilm-l6-v2+image32-pca128-v1"
     item_embedding_dim: int = Field(128, ge=2)
     image_dim: int = Field(32, ge=1)

@@ -2,7 +2,8 @@
 
 A click whose impression has not been kept (a conversion whose click has not) is pending: it
 waits in bronze.pending_events, a state written for the end of every day, and is released
-into bronze.events on the first later day, within PENDING_DAYS of its arrival, on which its
+into bronze.events on the first later day, within `features.parent_lookback_days` of its
+arrival (the days a click looks back for its impression), on which its
 parent is kept. It goes into that day's partition: a past partition is never rewritten, so
 no feature already built changes. What still waits when the window closes expires into
 bronze.quarantine (orphan_click / orphan_conversion) on the day it closes.
@@ -24,11 +25,6 @@ from choirflow import tables
 from choirflow.config import Settings
 from choirflow.dates import day_offset
 
-# A click waits this many days for its impression (a conversion for its click), as a click
-# finds an impression that arrived up to this many days before it: a pair is matched when its
-# two halves arrive within three days of each other, in either order.
-PENDING_DAYS = 3
-
 
 def _day_plus(day: SparkColumn, days: int) -> SparkColumn:
     return F.date_format(F.date_add(F.to_date(day), days), "yyyy-MM-dd")
@@ -46,19 +42,19 @@ def carried(spark: SparkSession, settings: Settings, start: str, columns: list[s
 
 
 def parent_days(
-    rows: DataFrame, parents: DataFrame, keys: list[str], lookback_days: int,
+    rows: DataFrame, parents: DataFrame, keys: list[str], window_days: int,
     span: tuple[str, str],
 ) -> DataFrame:  # fmt: skip
     """rows (dt: arrival day; `_carried`: already waiting) with `orphan`: no parent of the
-    same keys kept that day or in the lookback_days before it (a carried row is one), and for
-    those `released_dt`, the first later day within the window and the span on which a parent
+    same keys kept that day or in the window_days before it (a carried row is one), and for
+    those `released_dt`, the first later day within window_days and the span on which a parent
     is kept (null if none), and `until`, the last day the event id stays taken while it waits
     (null once released: it is then in bronze for good). One join for both questions."""
     start, end = span
     have = parents.select(*[F.col(k).alias(f"_p_{k}") for k in keys], F.col("dt").alias("_p_dt"))
     match = reduce(lambda a, b: a & b, [F.col(k) == F.col(f"_p_{k}") for k in keys])
     arrival, seen = F.col("dt"), F.col("_p_dt")
-    near = (seen >= _day_plus(arrival, -lookback_days)) & (seen <= _day_plus(arrival, PENDING_DAYS))
+    near = (seen >= _day_plus(arrival, -window_days)) & (seen <= _day_plus(arrival, window_days))
     later = (seen > arrival) & (seen >= F.lit(start)) & (seen <= F.lit(end))
     found = (
         rows.select("event_id", "dt", *keys)
@@ -71,9 +67,7 @@ def parent_days(
     )
     orphan = F.col("_carried") | ~F.coalesce(F.col("_before"), F.lit(False))
     released = F.when(F.col("orphan"), F.col("_freed"))
-    until = F.when(
-        F.col("orphan") & F.col("released_dt").isNull(), _day_plus(arrival, PENDING_DAYS)
-    )
+    until = F.when(F.col("orphan") & F.col("released_dt").isNull(), _day_plus(arrival, window_days))
     return (
         rows.join(found, ["event_id", "dt"], "left")
         .withColumn("orphan", orphan)

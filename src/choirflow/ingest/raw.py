@@ -40,9 +40,9 @@ from choirflow.logs import step_log
 # Far-past and future bounds for event times, relative to the partition's day.
 MAX_EVENT_AGE_DAYS = 30
 MAX_CLOCK_SKEW_MINUTES = 10
-# A click finds its impression (a conversion its click) delivered the same day or in the days
-# before. Copies of an event are found over all of bronze, whatever day they arrived on.
-PARENT_LOOKBACK_DAYS = 3
+# A click finds its impression (a conversion its click) delivered the same day or in the
+# `features.parent_lookback_days` before, or waits as long for it (ingest.pending). Copies of
+# an event are found over all of bronze, whatever day they arrived on.
 # Empty or whitespace only, Unicode spaces included (Java regex, UNICODE_CHARACTER_CLASS).
 BLANK = r"(?U)^\s*$"
 SPACE_OR_CONTROL = r"(?U)[\s\p{Cntrl}]"  # never inside an id
@@ -522,7 +522,7 @@ def _resolve_events(
     parents = spark.createDataFrame([], "event_id string, user_id string, item_id string, "
                                     "request_id string, event_type string, dt string")  # fmt: skip
     if tables.exists(spark, tables.BRONZE_EVENTS, settings):
-        lo = day_offset(start, -PARENT_LOOKBACK_DAYS)
+        lo = day_offset(start, -settings.features.parent_lookback_days)
         parents = (
             tables.read(spark, tables.BRONZE_EVENTS, settings)
             .where((F.col("dt") >= lo) & (F.col("dt") < start))
@@ -545,7 +545,8 @@ def _resolve_events(
         )
         kind_parents = None if parent is None else parents.where(F.col("event_type") == parent)
         kept = _decide_kind(kind, these, waiting.where(F.col("event_type") == kind), earlier,
-                            kind_parents, span, decided, cached)  # fmt: skip
+                            kind_parents, span, decided, cached,
+                            settings.features.parent_lookback_days)  # fmt: skip
         parents = parents.unionByName(kept.select("event_id", *_PARENT_KEYS, "event_type", "dt"))
     return decided
 
@@ -553,6 +554,7 @@ def _resolve_events(
 def _decide_kind(
     kind: str, these: DataFrame, waiting: DataFrame, earlier: DataFrame,
     parents: DataFrame | None, span: tuple[str, str], decided: _Decided, cached: list,
+    window_days: int,
 ) -> DataFrame:  # fmt: skip
     """One event type's rows of the chunk decided into `decided`, in one Spark job (the
     chunk's rows and the rows carried in waiting, each with the day a parent freed it);
@@ -566,7 +568,7 @@ def _decide_kind(
                               no_day.alias("until"))  # fmt: skip
     else:  # what waits: the chunk's rows without a parent, and the rows carried in
         rows = rows.unionByName(waiting.select(*columns, F.lit(True).alias("_carried")))
-        settled = pending.parent_days(rows, parents, _PARENT_KEYS, PARENT_LOOKBACK_DAYS, span)
+        settled = pending.parent_days(rows, parents, _PARENT_KEYS, window_days, span)
     occurrences = settled.select(
         "event_id", "dt", F.col("_carried").alias("prior"), "orphan",
         F.col("_content").alias("content"), "until",
