@@ -65,8 +65,17 @@ def _run(step: str, params, data_interval_start, done: dict | None = None):
     },
 )
 def choirflow_daily():
+    @task(pool=WAREHOUSE_POOL, outlets=[ASSETS["gold.samples"]])
+    def correct_labels(params=None, data_interval_start=None, outlet_events=None) -> dict:
+        """Late clicks and conversions relabel the past days they reach: gold.samples' Asset
+        event names those days and how many labels changed on each."""
+        changed = _run("correct_labels", params, data_interval_start)
+        outlet_events[ASSETS["gold.samples"]].extra = {"corrected_days": changed}
+        return changed
+
     ingest = spark_step("ingest", DAY)
     bronze_gate = spark_step("bronze_quality_gate", DAY)
+    corrections = correct_labels()
     behaviors = spark_step("behaviors", DAY)
     item_embeddings = spark_step("item_embeddings", DAY)
     user_features = spark_step("user_features", DAY)
@@ -103,6 +112,7 @@ def choirflow_daily():
     (
         ingest
         >> bronze_gate
+        >> corrections
         >> behaviors
         >> [item_embeddings, user_features]
         >> user_groups

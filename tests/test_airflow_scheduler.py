@@ -220,7 +220,12 @@ def _assert_one_asset_event_per_table(spark, settings, db: Path, day_samples: in
         "choirflow_daily",
     )
     # Airflow emits an event for every declared outlet; a table not created yet has no extra.
-    extras = {uri: json.loads(extra) for uri, extra in events if extra and json.loads(extra)}
+    # gold.samples has a second event, the label correction's, naming the days it changed.
+    extras = {uri: json.loads(extra) for uri, extra in events
+              if extra and "delta_version" in json.loads(extra)}  # fmt: skip
+    corrections = [json.loads(extra)["corrected_days"] for _, extra in events
+                   if extra and "corrected_days" in json.loads(extra)]  # fmt: skip
+    assert len(corrections) == 1 and all(n > 0 for n in corrections[0].values()), corrections
     sample_event = extras["choirflow://warehouse/gold/samples"]
     assert sample_event["rows"] == day_samples
     assert sample_event["delta_version"] == tables.version(spark, tables.GOLD_SAMPLES, settings)

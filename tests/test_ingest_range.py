@@ -248,6 +248,36 @@ def test_kept_events_follow_the_arrival_rules(spark, two_warehouses):
     assert found.get("conflicting_duplicate", 0) == 2
 
 
+def test_labels_from_what_was_kept_follow_the_oracle(spark, settings, two_warehouses):
+    """Labels over the range from each warehouse's bronze equal the pandas oracle's labels
+    of the events the arrival rules keep: a copy delivered on a later day counts once,
+    clicks that waited for their impression label it, a conversion whose click never came
+    labels nothing, and a click or conversion counts only from its impression's day on and
+    within the attribution window (these clicks come a day later at about the same time)."""
+    from choirflow.features.labels import horizon_days, label_impressions
+    from tests.test_samples_oracle import oracle_labels
+
+    daily, ranged, by_day = two_warehouses
+    delivered = pd.DataFrame(
+        [{**e, "delivered": dt} for dt, day in by_day.items() for e in day if isinstance(e, dict)]
+    ).sort_values(["delivered", "ingestion_time", "event_time"])
+    first = delivered.drop_duplicates("event_id").drop(columns="dt", errors="ignore")
+    kept = pd.DataFrame(sorted(_oracle_events(by_day)["kept"]), columns=["event_id", "dt"])
+    events = first.merge(kept, on="event_id")
+    events["event_time"] = pd.to_datetime(events["event_time"]).dt.tz_localize(None)
+    window = settings.features.attribution_hours
+    expected = oracle_labels(events, pd.Timedelta(hours=window), DAYS[-1], horizon_days(settings))
+    assert expected.click.sum() > 0 and expected.conversion.sum() > 0
+    for built in (daily, ranged):
+        shown = tables.read(spark, tables.BRONZE_EVENTS, built).where(
+            F.col("event_type") == "impression"
+        )
+        got = label_impressions(spark, built, shown, DAYS[0], DAYS[-1])
+        assert_tables_equal(expected.reset_index(),
+                            got.select("event_id", "click", "conversion").toPandas(),
+                            table="labels", key=["event_id"])  # fmt: skip
+
+
 def test_the_catalogue_keeps_each_keys_newest_row(spark, two_warehouses):
     _, ranged, _ = two_warehouses
     rows = [row for day in _items().values() for row in day if isinstance(row, dict)]

@@ -169,19 +169,26 @@ def test_incremental_state_equals_full_recomputation(spark):
     assert len(as_dict(full)) == 8
 
 
-def oracle_labels(events: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
-    """Each impression: clicked if its (user, item, request) has a click; converted if a
-    conversion of that key falls within `window` after the key's first click."""
+def oracle_labels(
+    events: pd.DataFrame, window: pd.Timedelta, known: str, horizon_days: int
+) -> pd.DataFrame:
+    """Each impression of arrival day d: the clicks and conversions of its (user, item,
+    request) that arrived on days d .. min(d + horizon, known); clicked if one of those clicks
+    happened at most `window` after the impression, converted if one of those conversions
+    falls within `window` after the first such click."""
     rows = []
     for imp in events[events.event_type == "impression"].itertuples():
+        last = min(str((pd.Timestamp(imp.dt) + pd.Timedelta(days=horizon_days)).date()), known)
         same = events[
             (events.user_id == imp.user_id)
             & (events.item_id == imp.item_id)
             & (events.request_id == imp.request_id)
+            & (events.dt >= imp.dt)
+            & (events.dt <= last)
         ]
-        clicks = same[same.event_type == "click"].event_time
+        clicks = same[(same.event_type == "click") & (same.event_time <= imp.event_time + window)]
         conversions = same[same.event_type == "conversion"].event_time
-        first = clicks.min() if len(clicks) else None
+        first = clicks.event_time.min() if len(clicks) else None
         converted = (
             first is not None and ((conversions >= first) & (conversions <= first + window)).any()
         )
@@ -190,36 +197,52 @@ def oracle_labels(events: pd.DataFrame, window: pd.Timedelta) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("seed", [6, 7])
-def test_labels_match_the_pandas_oracle(spark, seed):
-    """Clicks without an impression, conversions without a click, before the click, inside
-    and outside the attribution window, several clicks of one key."""
-    from choirflow.features.samples import labelled_impressions
+def test_labels_across_days_match_the_pandas_oracle(spark, seed):
+    """Ten arrival days: clicks and conversions that arrive on the impression's day, days
+    later, past the horizon or after the last ingested day, conversions past midnight, before
+    their click, inside and outside the window, clicks long after the impression, several
+    clicks of one key, conversions without a click."""
+    from choirflow.features.labels import labelled
 
     rng = np.random.default_rng(seed)
-    n = 400
+    n = 1200
     start = pd.Timestamp("2026-11-01")
+    days = [str((start + pd.Timedelta(days=d)).date()) for d in range(10)]
+    time = start + pd.to_timedelta(rng.integers(0, 10 * 86400, n), unit="s")
+    lag = rng.choice([0, 0, 0, 1, 2, 3, 5, 7, 9], n)  # arrival days after the event's day
     events = pd.DataFrame(
         {
             "event_id": [f"e{i:04d}" for i in range(n)],
-            "user_id": rng.choice(["u1", "u2", "u3"], n),
+            "user_id": rng.choice(["u1", "u2"], n),
             "item_id": rng.choice(["i1", "i2", "i3"], n),
-            "request_id": rng.choice(["r1", "r2", "r3", "r4"], n),
-            "event_type": rng.choice(["impression", "click", "conversion"], n, p=[0.5, 0.3, 0.2]),
-            "event_time": start + pd.to_timedelta(rng.integers(0, 6 * 3600, n), unit="s"),
+            "request_id": rng.choice(["r1", "r2", "r3"], n),
+            "event_type": rng.choice(["impression", "click", "conversion"], n, p=[0.4, 0.35, 0.25]),
+            "event_time": time,
+            "dt": [days[min(9, (t - start).days + d)] for t, d in zip(time, lag, strict=True)],
         }
     )
-    window_hours = 1.5
+    window, known, horizon = 30.0, days[8], 6  # hours; the last day ingested; days
+    frame = spark.createDataFrame(events)
+    impressions = frame.where(F.col("event_type") == "impression")
     got = (
-        labelled_impressions(spark.createDataFrame(events), window_hours)
+        labelled(
+            impressions, frame.where(F.col("event_type") != "impression"), window, known, horizon
+        )
         .select("event_id", "click", "conversion")
         .toPandas()
     )
-    expected = oracle_labels(events, pd.Timedelta(hours=window_hours)).reset_index()
-    assert_tables_equal(expected, got, table="labels", key=["event_id"])
+    expected = oracle_labels(events, pd.Timedelta(hours=window), known, horizon)
+    assert_tables_equal(expected.reset_index(), got, table="labels", key=["event_id"])
     got = got.set_index("event_id")
     # Both outcomes of each label occur, including clicks left unconverted.
     assert set(got.click) == {0, 1} and set(got.conversion) == {0, 1}
     assert ((got.click == 1) & (got.conversion == 0)).any()
+    # The arrival rules bite: events that arrived days later label some impressions, and
+    # some are cut (arrived before the impression's day, past the horizon, not yet known).
+    same_day = oracle_labels(events, pd.Timedelta(hours=window), known, 0)
+    assert (same_day.click < expected.click).any()
+    anytime = oracle_labels(events.assign(dt=days[0]), pd.Timedelta(hours=window), known, 0)
+    assert (anytime.click > expected.click).any()
 
 
 def test_state_write_drops_days_past_retention_in_the_same_commit(spark, settings, tmp_path):
@@ -325,25 +348,3 @@ def test_a_range_of_days_equals_the_days_one_by_one(spark, seed, max_len):
     )  # fmt: skip
     if max_len < 10:  # the short list truncated the carried state on some day
         assert (got_hist.toPandas().hist_len == max_len).any()
-
-
-def test_labels_of_a_range_come_from_each_impressions_own_day(spark):
-    """A click that arrives the day after its impression does not label it, in a range as in
-    the daily run (late events are the late-data issue's to attribute)."""
-    from choirflow.features.samples import labelled_impressions
-
-    t = pd.Timestamp("2026-11-01 23:00:00")
-    events = pd.DataFrame(
-        {
-            "event_id": ["m1", "c1", "m2", "c2", "v2"],
-            "user_id": ["u1"] * 5,
-            "item_id": ["i1", "i1", "i2", "i2", "i2"],
-            "request_id": ["r1", "r1", "r2", "r2", "r2"],
-            "event_type": ["impression", "click", "impression", "click", "conversion"],
-            "event_time": [t, t + pd.Timedelta(minutes=5), t, t, t + pd.Timedelta(minutes=1)],
-            "dt": ["2026-11-01", "2026-11-02", "2026-11-01", "2026-11-01", "2026-11-02"],
-        }
-    )
-    got = labelled_impressions(spark.createDataFrame(events), 24).toPandas().set_index("event_id")
-    assert got.loc["m1", ["click", "conversion"]].tolist() == [0, 0]
-    assert got.loc["m2", ["click", "conversion"]].tolist() == [1, 0]

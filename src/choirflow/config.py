@@ -113,6 +113,9 @@ class QualitySettings(_Section):
     volume_severity: str = Field("hard", pattern="^(hard|soft)$")
     ctr_min: float = Field(0.005, ge=0.0)
     ctr_max: float = Field(0.5, le=1.0)
+    # soft: the share of a past day's labels one correction may change (more is not late
+    # data but lost data, or a changed attribution rule)
+    max_relabelled_share: float = Field(0.05, ge=0.0, le=1.0)
     # A gate's frame of at most this many rows is copied to pandas and checked on GX's pandas
     # engine (tiny days: seconds per check on the Spark engine, milliseconds here).
     pandas_max_rows: int = Field(500_000, ge=0)

@@ -24,8 +24,8 @@ from choirflow.steps import DAILY_STEPS, FEATURE_STEPS, Step, timed_run
 # backfilled day is checked like a daily one.
 BACKFILL_PARTS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest", "bronze_quality_gate"),
-    "features": ("behaviors", "item_embeddings", "user_features", "user_groups", "samples",
-                 "gold_quality_gate"),
+    "features": ("correct_labels", "behaviors", "item_embeddings", "user_features",
+                 "user_groups", "samples", "gold_quality_gate"),
     "train": ("train_and_evaluate",),
 }  # fmt: skip
 BACKFILL_STEPS = tuple(BACKFILL_PARTS)

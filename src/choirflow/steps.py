@@ -88,6 +88,15 @@ def bronze_quality_gate(
     return bronze_gate(spark, settings, start, end)  # QualityGateError on a hard failure
 
 
+def correct_labels(
+    spark: SparkSession, settings: Settings, start: str, end: str, done: Done
+) -> dict[str, int]:
+    """Rows whose labels changed, per past day the range's late events reached."""
+    from choirflow.features.labels import correct_labels as relabel
+
+    return relabel(spark, settings, start, end)
+
+
 def behaviors(
     spark: SparkSession, settings: Settings, start: str, end: str, done: Done
 ) -> dict[str, int]:
@@ -174,6 +183,7 @@ def samples(
 ) -> dict[str, int]:
     """gold.samples of [start, end], then the sequence state at the end of each kept day
     (the next day's input)."""
+    from choirflow.features.labels import known_through, record_status
     from choirflow.features.samples import build_samples
     from choirflow.features.sequences import write_states
 
@@ -181,6 +191,8 @@ def samples(
     days = tables.day_range(start, end)
     tables.replace_partition(rows, tables.GOLD_SAMPLES, settings, days)
     write_states(settings, states, start, end)
+    known = known_through(spark, settings, end)
+    record_status(spark, settings, days_between(start, end), known, {}, add=False)
     spark.catalog.clearCache()  # the carried state and timelines build_samples cached
     count = tables.read(spark, tables.GOLD_SAMPLES, settings).where(days).count()
     return {"gold.samples": count}
@@ -265,12 +277,19 @@ DAILY_STEPS: tuple[Step, ...] = (
         doc="GX checks of the day's bronze partitions; a hard failure stops the day",
     ),
     Step(
+        "correct_labels", correct_labels,
+        reads=("bronze.events", "bronze.ingest_runs", "gold.samples", "gold.label_status"),
+        writes=("gold.samples", "gold.label_status"), after=("bronze_quality_gate",),
+        ranged=True,
+        doc="late clicks and conversions relabel the past days they reach (labels only)",
+    ),
+    Step(
         "behaviors", behaviors, reads=("bronze.events", *BRONZE_DIMENSIONS,
                                        "silver.user_category_state"),
         writes=("silver.behaviors", "silver.user_daily_activity", "silver.item_daily_stats",
                 "silver.user_category_exposure", "silver.user_category_state",
                 "silver.user_category_daily"),
-        after=("bronze_quality_gate",), ranged=True,
+        after=("correct_labels",), ranged=True,
         doc="clicks and conversions, per-day counts, the user x category sums",
     ),
     Step(
@@ -298,10 +317,11 @@ DAILY_STEPS: tuple[Step, ...] = (
     ),
     Step(
         "samples", samples,
-        reads=("bronze.events", *BRONZE_DIMENSIONS, "silver.behaviors", "silver.sequence_state",
-               "silver.user_features", "silver.item_daily_stats", "silver.user_category_state",
-               "silver.user_groups", "silver.group_priors"),
-        writes=("gold.samples", "silver.sequence_state"), after=("user_groups",), ranged=True,
+        reads=("bronze.events", "bronze.ingest_runs", *BRONZE_DIMENSIONS, "silver.behaviors",
+               "silver.sequence_state", "silver.user_features", "silver.item_daily_stats",
+               "silver.user_category_state", "silver.user_groups", "silver.group_priors"),
+        writes=("gold.samples", "silver.sequence_state", "gold.label_status"),
+        after=("user_groups",), ranged=True,
         doc="one point-in-time row per impression; the carried sequence state",
     ),
     Step(
@@ -351,7 +371,9 @@ QUALITY_STEPS: tuple[Step, ...] = (
 
 STEPS_BY_NAME = {step.name: step for step in (*DAILY_STEPS, *QUALITY_STEPS)}
 # The feature steps (behaviours to samples), in order: pipeline.build_features.
-FEATURE_STEPS = ("behaviors", "item_embeddings", "user_features", "user_groups", "samples")
+FEATURE_STEPS = (
+    "correct_labels", "behaviors", "item_embeddings", "user_features", "user_groups", "samples",
+)  # fmt: skip
 
 
 def step(name: str) -> Step:

@@ -264,6 +264,12 @@ SILVER_GROUP_PRIORS = Table(
 GOLD_SAMPLES = Table(
     "gold", "samples", ("dt",), ("event_id",), "one row per impression", _ddl(SAMPLE_FIELDS)
 )
+LABEL_STATUS = Table(
+    "gold", "label_status", (), ("dt",), "per gold.samples day: labels as of, maturity",
+    "dt string, labels_as_of string, maturity_hours int, corrected_labels bigint, "
+    "updated_at timestamp",
+    written_at="updated_at",
+)  # fmt: skip
 GOLD_PROMOTIONS = Table(
     "gold", "promotions", ("dt",), ("dt", "challenger_model"), "champion/challenger decisions",
     "challenger_model string, challenger_version string, champion_version string, "
@@ -318,6 +324,7 @@ ALL_TABLES = [
     SILVER_USER_GROUPS,
     SILVER_GROUP_PRIORS,
     GOLD_SAMPLES,
+    LABEL_STATUS,
     GOLD_METRICS,
     GOLD_PROMOTIONS,
     QUALITY_RESULTS,

@@ -22,6 +22,7 @@ from choirflow.features.activity import (
     top_category,
     user_category_rates_by_day,
 )
+from choirflow.features.labels import label_impressions
 from choirflow.features.sequences import (
     empty_state,
     kept_state_days,
@@ -64,41 +65,6 @@ def build_behaviors(
     return tables.read(spark, table, settings).where(tables.day_range(start, end)).count()
 
 
-def labelled_impressions(events: DataFrame, attribution_hours: float) -> DataFrame:
-    """Impressions with click and conversion labels (conversion within the window of its click).
-
-    Labels are worked out on the clicks and conversions alone (a few percent of the events):
-    per (user, item, request) the first click time, then whether a conversion falls in
-    [click, click + window]. That small table is broadcast to the impressions, so the
-    impressions are neither shuffled nor sorted for their labels."""
-    # Labels come from events that arrived on the impression's own day (`dt`, when given):
-    # a range labels each of its days as that day's run does.
-    key = ["user_id", "item_id", "request_id", *(["dt"] if "dt" in events.columns else [])]
-    is_type = lambda name: F.col("event_type") == name  # noqa: E731
-    clicks = (
-        events.where(is_type("click")).groupBy(*key).agg(F.min("event_time").alias("_click_time"))
-    )
-    conversions = events.where(is_type("conversion")).select(
-        *key, F.col("event_time").alias("_conversion_time")
-    )
-    window_end = F.col("_click_time") + F.expr(f"INTERVAL {int(attribution_hours * 3600)} SECONDS")
-    attributed = (F.col("_conversion_time") >= F.col("_click_time")) & (
-        F.col("_conversion_time") <= window_end
-    )
-    labels = (
-        clicks.join(conversions, key, "left")
-        .groupBy(*key)
-        .agg(F.max(F.coalesce(attributed, F.lit(False)).cast("int")).alias("conversion"))
-        .withColumn("click", F.lit(1))
-    )
-    return (
-        events.where(is_type("impression"))
-        .join(F.broadcast(labels), key, "left")
-        .withColumn("click", F.coalesce("click", F.lit(0)))
-        .withColumn("conversion", F.coalesce("conversion", F.lit(0)))
-    )
-
-
 def attach_sequences(impressions: DataFrame, clicks: DataFrame, max_len: int) -> DataFrame:
     """Impressions plus hist_* columns from a set of clicks alone (no carried state)."""
     spark = impressions.sparkSession
@@ -124,7 +90,9 @@ def build_samples(
     f = settings.features
     days = tables.day_range(start, end)
     events = tables.read(spark, tables.BRONZE_EVENTS, settings).where(days)
-    impressions = labelled_impressions(events, f.attribution_hours)
+    impressions = label_impressions(
+        spark, settings, events.where(F.col("event_type") == "impression"), start, end
+    )
     clicks = (
         tables.read(spark, tables.SILVER_BEHAVIORS, settings)
         .where(days & (F.col("behavior_type") == "click"))

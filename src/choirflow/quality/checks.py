@@ -23,6 +23,7 @@ from choirflow.quality.suites import (
     bronze_ingest_runs_suite,
     gold_samples_suite,
     item_embeddings_suite,
+    relabelled_samples_suite,
     user_groups_suite,
 )
 
@@ -112,6 +113,26 @@ def gold_gate(
     if tables.exists(spark, tables.SILVER_ITEM_EMBEDDINGS, settings):
         reports += _item_embedding_reports(spark, settings, start, end, list(prior))
     return conclude(spark, settings, reports)
+
+
+def relabelled_gate(
+    spark: SparkSession, settings: Settings, changed: DataFrame, days: list[str]
+) -> list[dict[str, Any]]:
+    """The past days whose labels a correction changed (`changed`: event_id of each changed
+    row), after the MERGE: each recorded under its own day as `gold.samples:relabelled`."""
+    if not days:
+        return []
+    q = settings.quality
+    marked = changed.select("event_id", F.lit(1).alias("_changed"))
+    samples = (
+        tables.read(spark, tables.GOLD_SAMPLES, settings)
+        .where(F.col("dt").isin(days))
+        .select("event_id", "click", "conversion", "dt")
+        .join(F.broadcast(marked), "event_id", "left")
+        .withColumn("_changed", F.coalesce("_changed", F.lit(0)))
+    )
+    spec = relabelled_samples_suite((q.ctr_min, q.ctr_max), q.max_relabelled_share)
+    return gate_days(spark, settings, samples, {dt: spec for dt in days})
 
 
 def _item_embedding_reports(

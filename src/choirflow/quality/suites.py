@@ -212,6 +212,31 @@ def gold_samples_suite(
     return SuiteSpec("gold.samples", ("event_id",), expectations, derived)
 
 
+RELABELLED = "gold.samples:relabelled"
+
+
+def relabelled_samples_suite(
+    ctr_bounds: tuple[float, float], max_changed_share: float
+) -> SuiteSpec:
+    """A past day whose labels late data changed: labels still well formed, its click rate
+    within the daily bounds, and the share of its labels that changed (`_changed`, the
+    figure the report shows), soft above `max_changed_share`."""
+    expectations = [
+        gxe.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1], meta=HARD),
+        gxe.ExpectColumnValuesToBeInSet(column="conversion", value_set=[0, 1], meta=HARD),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="click", column_B="conversion", or_equal=True, meta=HARD
+        ),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="click", min_value=ctr_bounds[0], max_value=ctr_bounds[1], meta=SOFT
+        ),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="_changed", min_value=0.0, max_value=max_changed_share, meta=SOFT
+        ),
+    ]
+    return SuiteSpec(RELABELLED, ("event_id",), expectations, {})
+
+
 def item_embeddings_suite(width: int) -> SuiteSpec:
     expectations = [
         gxe.ExpectColumnValuesToBeUnique(column="item_id", meta=HARD),
