@@ -69,6 +69,9 @@ def test_training_is_tracked_and_registered(built, settings, days):
     run = client.get_run(trained["run_id"])
     assert run.data.params["epochs"] and "auc" in run.data.metrics
     assert run.data.tags["lineage.gold.samples"].isdigit()
+    # the label maturity of each day trained and evaluated on, in hours
+    maturity = run.data.tags["lineage.label_maturity_hours"]
+    assert f"'{days[1]}': 24" in maturity and f"'{days[2]}': 0" in maturity, maturity
     assert run.data.tags["code_version"]
     history = client.get_metric_history(trained["run_id"], "train_loss")
     assert len(history) >= 1
@@ -164,8 +167,8 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     path = Path(run_step("report", days[2], settings))
     page = path.read_text()
     for section in ("Champion and challenger", "GAUC by activity bucket", "Last 30 days",
-                    "Training curves", "Calibration", "Data volumes", "Promotion",
-                    "Data quality"):  # fmt: skip
+                    "Training curves", "Calibration", "Data volumes", "Label maturity",
+                    "Promotion", "Data quality"):  # fmt: skip
         assert f"<h2>{section}</h2>" in page, section
     # Champion and challenger on the same rows; counts as integers; validation beside loss.
     board = page.split('id="leaderboard"')[1].split("</section>")[0]

@@ -63,6 +63,20 @@ def test_training_writes_next_day_metrics(built, spark, settings, days):
     assert checkpoint.exists()
 
 
+def test_training_leaves_out_days_whose_labels_are_young(built, spark, settings, days):
+    """gold.label_status after three daily runs: day 1's labels are as of day 3 (48 hours
+    mature), day 2's as of day 3 (24), day 3's as of itself (0); a training window that
+    asks for 48 hours keeps day 1 and days the table does not know (final labels)."""
+    from choirflow.features.labels import mature_days
+
+    status = tables.read(spark, tables.LABEL_STATUS, settings).toPandas().set_index("dt")
+    assert status.loc[list(days[:3]), "maturity_hours"].tolist() == [48, 24, 0]
+    assert status.loc[days[0], "labels_as_of"] == days[2]
+    unknown = "2026-01-01"
+    assert mature_days(spark, settings, [unknown, *days[:3]], 48) == [unknown, days[0]]
+    assert mature_days(spark, settings, list(days[:3]), 24) == list(days[:2])
+
+
 def test_rerunning_a_day_leaves_identical_tables(built, spark, settings, days):
     """Day 2 rerun after day 3 exists: nothing written later leaks into the rerun."""
     dt = days[1]

@@ -83,6 +83,11 @@ class TrainSettings(_Section):
     # ctr: click on every impression; cvr: conversion on clicked impressions (post-click).
     task: str = Field("ctr", pattern="^(ctr|cvr)$")
     train_days: int = Field(7, ge=1)
+    # Days of the training window whose labels are younger than this (gold.label_status:
+    # hours from the day's end to the end of the day its labels are as of) are left out:
+    # their late clicks and conversions may still come. Daily runs correct yesterday's
+    # labels before training, so 24 leaves none out there.
+    label_maturity_hours: int = Field(24, ge=0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(3e-3, gt=0)

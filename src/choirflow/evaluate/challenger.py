@@ -18,6 +18,7 @@ from choirflow.config import Settings
 from choirflow.dates import days_before
 from choirflow.evaluate import tracking
 from choirflow.evaluate.records import metric_rows, write_metrics
+from choirflow.features.labels import mature_days, maturity
 from choirflow.logs import step_log
 from choirflow.train.artifacts import RunFiles
 from choirflow.train.fit import Fit, fit_and_score, task_label, task_rows
@@ -49,7 +50,10 @@ def train_and_evaluate(
     settings = tracking.with_task_registry(settings)
     model_name = model_name or settings.train.model
     task, label = settings.train.task, task_label(settings.train.task)
-    train_days = days_before(dt, settings.train.train_days)
+    window = days_before(dt, settings.train.train_days)
+    train_days = mature_days(spark, settings, window, settings.train.label_maturity_hours)
+    if len(train_days) < len(window):
+        log.info("left out, labels not yet mature: %s", sorted(set(window) - set(train_days)))
     train_frame, version = load_samples(spark, settings, train_days)
     eval_frame, _ = load_samples(spark, settings, [dt], version=version)
     train_frame, eval_frame = task_rows(train_frame, task), task_rows(eval_frame, task)
@@ -75,6 +79,7 @@ def train_and_evaluate(
         "gold.samples": version,
         "silver.item_embeddings": fit.embeddings_version,
         "train_days": train_days,
+        "label_maturity_hours": maturity(spark, settings, [*train_days, dt]),
     }
     meta = _run_meta(fit, model_name, task, run_id, dt, lineage)
     _write_run_files(files, fit, meta, eval_frame, labels)

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from choirflow import tables  # noqa: E402
 from choirflow.buckets import ACTIVITY_BUCKETS  # noqa: E402
 from choirflow.config import Settings  # noqa: E402
-from choirflow.dates import day_offset  # noqa: E402
+from choirflow.dates import day_offset, days_before  # noqa: E402
 from choirflow.evaluate.champion import CHAMPION_METRICS  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
 from choirflow.quality.gate import data_docs_dir  # noqa: E402
@@ -68,6 +68,7 @@ class ReportData:
     quality: pd.DataFrame
     monitoring: pd.DataFrame
     models: dict[str, Path] = field(default_factory=dict)
+    label_status: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -148,6 +149,7 @@ def read_report_data(spark: SparkSession, settings: Settings, dt: str) -> Report
         quality=read(tables.QUALITY_RESULTS),
         monitoring=read(tables.QUALITY_MONITORING),
         models=_model_dirs(settings, dt),
+        label_status=read(tables.LABEL_STATUS, first),
     )
 
 
@@ -369,6 +371,39 @@ def volumes_section(data: ReportData) -> Section | None:
     return Section("Data volumes", body)
 
 
+def _label_use(data: ReportData, status: pd.DataFrame) -> pd.Series:
+    """What the day's training made of each day: its training window's mature days, the
+    young ones it left out, the evaluation day."""
+    window = set(days_before(data.dt, data.settings.train.train_days))
+    young = status["maturity_hours"] < data.settings.train.label_maturity_hours
+    use = np.where(status["dt"].isin(window), np.where(young, "left out: young", "training"), "")
+    return pd.Series(np.where(status["dt"] == data.dt, "evaluation", use), index=status.index)
+
+
+def labels_section(data: ReportData) -> Section | None:
+    if data.label_status.empty:
+        return None
+    status = data.label_status.sort_values("dt").reset_index(drop=True)
+    status["used"] = _label_use(data, status)
+    colours = status["used"].map({"training": "C0", "evaluation": "C1"}).fillna("0.7")
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.bar(status["dt"], status["maturity_hours"], color=colours)
+    ax.axhline(data.settings.train.label_maturity_hours, color="black", linewidth=0.8)
+    ax.set_ylabel("label maturity (hours)")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    corrected = ax.twinx()
+    corrected.plot(status["dt"], status["corrected_labels"], color="C3", marker="o")
+    corrected.set_ylabel("labels late data changed", color="C3")
+    note = _note(
+        "Bars: hours from each day's end to the end of the day its labels are as of (blue: "
+        "trained on today, orange: today's evaluation day, grey: not used); the line is "
+        "train.label_maturity_hours. Red: how many of the day's labels late clicks and "
+        "conversions changed after it was built."
+    )
+    shown = status[["dt", "labels_as_of", "maturity_hours", "corrected_labels", "used"]]
+    return Section("Label maturity", _png(fig) + note + _table(shown, "no label status"))
+
+
 def skipped_files(runs: pd.DataFrame) -> pd.DataFrame:
     """(source, file and why) of each raw file or folder the day's ingest did not read."""
     if "files_skipped" not in runs.columns:  # a warehouse from before the lists were kept
@@ -434,6 +469,7 @@ SECTIONS: tuple[Callable[[ReportData], Section | None], ...] = (
     training_section,
     calibration_section,
     volumes_section,
+    labels_section,
     promotion_section,
     quality_section,
     monitoring_section,
