@@ -42,8 +42,8 @@ TABLES = (
     "silver.user_features", "silver.item_embeddings",
     "silver.item_embedding_projections", "silver.user_category_daily", "silver.user_profiles",
     "silver.profile_runs", "silver.group_codebooks", "silver.user_groups", "silver.group_priors",
-    "gold.samples", "gold.label_status", "gold.metrics", "gold.promotions", "quality.results",
-    "quality.monitoring",
+    "gold.samples", "gold.label_status", "gold.metrics", "gold.mature_metrics", "gold.promotions",
+    "quality.results", "quality.monitoring",
 )  # fmt: skip
 
 

@@ -168,7 +168,7 @@ def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
     page = path.read_text()
     for section in ("Champion and challenger", "GAUC by activity bucket", "Last 30 days",
                     "Training curves", "Calibration", "Data volumes", "Label maturity",
-                    "Promotion", "Data quality"):  # fmt: skip
+                    "Evaluation on mature labels", "Promotion", "Data quality"):  # fmt: skip
         assert f"<h2>{section}</h2>" in page, section
     # Champion and challenger on the same rows; counts as integers; validation beside loss.
     board = page.split('id="leaderboard"')[1].split("</section>")[0]

@@ -4,6 +4,7 @@ quarantined with a reason, reruns are idempotent, and a model trains and reports
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
@@ -75,6 +76,41 @@ def test_training_leaves_out_days_whose_labels_are_young(built, spark, settings,
     unknown = "2026-01-01"
     assert mature_days(spark, settings, [unknown, *days[:3]], 48) == [unknown, days[0]]
     assert mature_days(spark, settings, list(days[:3]), 24) == list(days[:2])
+
+
+def test_an_evaluation_is_scored_again_once_its_labels_matured(built, spark, settings, days):
+    """Day 3's run scores day 2's stored predictions again on day 2's labels as of day 3
+    (24 hours mature); day 3's own evaluation (0 hours) waits. The first reading is
+    gold.metrics'; the second is the predictions against gold.samples' labels now."""
+    from choirflow.evaluate import metrics
+    from choirflow.train.artifacts import RunFiles
+
+    rescored = built[2]["train_and_evaluate"]["rescored"]
+    assert [(r["dt"], r["model"]) for r in rescored] == [(days[1], "din")]
+    assert built[1]["train_and_evaluate"]["rescored"] == []  # nothing evaluated before day 2
+    mature = tables.read(spark, tables.GOLD_MATURE_METRICS, settings).toPandas()
+    assert days[2] not in set(mature["dt"])
+    mature = mature[(mature["dt"] == days[1]) & (mature["model"] == "din")]
+    first = tables.read(spark, tables.GOLD_METRICS, settings).where(
+        tables.partition(days[1], model="din")
+    )
+    first = first.toPandas().set_index(["slice", "metric"])["value"]
+    mature = mature.set_index(["slice", "metric"])
+    assert set(mature.index) == set(first.index)
+    pd.testing.assert_series_equal(
+        mature["value_as_scored"].sort_index(), first.sort_index(), check_names=False
+    )
+    predictions = pd.read_parquet(RunFiles.of(settings.models_dir, "din", days[1]).predictions)
+    labels = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt") == days[1])
+    now = predictions.merge(
+        labels.select("event_id", "click").toPandas(), on="event_id", suffixes=("_then", "")
+    )
+    assert len(now) == len(predictions)
+    overall = mature.loc[("all", "auc")]
+    assert overall["value"] == pytest.approx(metrics.auc(now["click"], now["score"]))
+    assert overall["labels_changed"] == int((now["click"] != now["click_then"]).sum())
+    assert (mature["maturity_hours_as_scored"] == 0).all()
+    assert (mature["maturity_hours"] == 24).all()
 
 
 def test_rerunning_a_day_leaves_identical_tables(built, spark, settings, days):

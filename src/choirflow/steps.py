@@ -210,9 +210,12 @@ def gold_quality_gate(
 
 
 def train_and_evaluate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
+    """Also scores earlier evaluations again once their days' labels have matured."""
     from choirflow.evaluate.challenger import train_and_evaluate as train_challenger
+    from choirflow.evaluate.rescore import rescore_matured
 
-    return train_challenger(spark, settings, dt)
+    rescored = rescore_matured(spark, settings, dt)
+    return {**train_challenger(spark, settings, dt), "rescored": rescored}
 
 
 def promote(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
@@ -332,9 +335,11 @@ DAILY_STEPS: tuple[Step, ...] = (
     ),
     Step(
         "train_and_evaluate", train_and_evaluate,
-        reads=("gold.samples", "silver.item_embeddings"), writes=("gold.metrics",),
-        after=("gold_quality_gate",), kind="model", exclusive=False,
-        doc="train on the days before, evaluate on the day, register a challenger",
+        reads=("gold.samples", "gold.label_status", "gold.metrics", "silver.item_embeddings"),
+        writes=("gold.metrics", "gold.mature_metrics"), after=("gold_quality_gate",),
+        kind="model", exclusive=False,
+        doc="train on the days before, evaluate on the day, register a challenger; "
+        "score earlier evaluations again on their matured labels",
     ),
     Step(
         "promote", promote, reads=("gold.samples", "silver.item_embeddings"),

@@ -270,6 +270,14 @@ LABEL_STATUS = Table(
     "updated_at timestamp",
     written_at="updated_at",
 )  # fmt: skip
+GOLD_MATURE_METRICS = Table(
+    "gold", "mature_metrics", ("dt",), ("dt", "model", "run_id", "slice", "metric"),
+    "evaluations scored again once their day's labels matured",
+    "model string, run_id string, model_version string, slice string, metric string, "
+    "value_as_scored double, value double, maturity_hours_as_scored int, maturity_hours int, "
+    "labels_changed bigint, dt string, rescored_at timestamp",
+    written_at="rescored_at",
+)  # fmt: skip
 GOLD_PROMOTIONS = Table(
     "gold", "promotions", ("dt",), ("dt", "challenger_model"), "champion/challenger decisions",
     "challenger_model string, challenger_version string, champion_version string, "
@@ -326,6 +334,7 @@ ALL_TABLES = [
     GOLD_SAMPLES,
     LABEL_STATUS,
     GOLD_METRICS,
+    GOLD_MATURE_METRICS,
     GOLD_PROMOTIONS,
     QUALITY_RESULTS,
     QUALITY_MONITORING,

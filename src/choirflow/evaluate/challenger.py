@@ -18,6 +18,7 @@ from choirflow.config import Settings
 from choirflow.dates import days_before
 from choirflow.evaluate import tracking
 from choirflow.evaluate.records import metric_rows, write_metrics
+from choirflow.evaluate.rescore import LABEL_COLUMN, MATURITY_AS_SCORED
 from choirflow.features.labels import mature_days, maturity
 from choirflow.logs import step_log
 from choirflow.train.artifacts import RunFiles
@@ -82,7 +83,8 @@ def train_and_evaluate(
         "label_maturity_hours": maturity(spark, settings, [*train_days, dt]),
     }
     meta = _run_meta(fit, model_name, task, run_id, dt, lineage)
-    _write_run_files(files, fit, meta, eval_frame, labels)
+    as_scored = {LABEL_COLUMN: label, MATURITY_AS_SCORED: lineage["label_maturity_hours"].get(dt)}
+    _write_run_files(files, fit, meta, eval_frame, labels, as_scored)
     overall = {r["metric"]: r["value"] for r in rows if r["slice"] == "all"}
     tracked = _track(settings, fit, name, dt, meta, lineage, overall, files)
     for row in rows:
@@ -152,7 +154,12 @@ def _run_meta(
 
 
 def _write_run_files(
-    files: RunFiles, fit: Fit, meta: dict[str, Any], eval_frame: pd.DataFrame, labels
+    files: RunFiles,
+    fit: Fit,
+    meta: dict[str, Any],
+    eval_frame: pd.DataFrame,
+    labels,
+    as_scored: dict[str, Any],
 ) -> None:
     save_checkpoint(files.checkpoint, fit.model, meta)
     predictions = pd.DataFrame(
@@ -162,6 +169,7 @@ def _write_run_files(
             "click": labels,  # the task's label (conversion for cvr)
             "score": fit.scores,
             "event_id": eval_frame["event_id"].to_numpy(),
+            **as_scored,  # for evaluate.rescore: which label, how mature it was
         }
     )
     tmp = files.predictions.with_name(f".{files.predictions.name}.tmp")

@@ -3,8 +3,9 @@
 Every plot is a PNG embedded as a data URI, so the file opens anywhere with no network. Each
 section is one function of the day's data (`ReportData`) that returns a `Section`, or None
 when it has nothing to show: the leaderboard (champion and challenger on the same rows),
-GAUC by activity bucket, the last 30 days, training curves, calibration, data volumes, the
-promotion decision, data quality and monitoring.
+GAUC by activity bucket, the last 30 days, training curves, calibration, data volumes, label
+maturity, earlier evaluations on matured labels, the promotion decision, data quality and
+monitoring.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from choirflow.dates import day_offset, days_before  # noqa: E402
 from choirflow.evaluate.champion import CHAMPION_METRICS  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
 from choirflow.quality.gate import data_docs_dir  # noqa: E402
+from choirflow.quality.suites import RELABELLED  # noqa: E402
 from choirflow.train.artifacts import RunFiles  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -69,6 +71,8 @@ class ReportData:
     monitoring: pd.DataFrame
     models: dict[str, Path] = field(default_factory=dict)
     label_status: pd.DataFrame = field(default_factory=pd.DataFrame)
+    mature_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    relabelled_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -150,7 +154,14 @@ def read_report_data(spark: SparkSession, settings: Settings, dt: str) -> Report
         monitoring=read(tables.QUALITY_MONITORING),
         models=_model_dirs(settings, dt),
         label_status=read(tables.LABEL_STATUS, first),
+        mature_metrics=read(tables.GOLD_MATURE_METRICS, first),
+        relabelled_checks=_relabelled_checks(read(tables.QUALITY_RESULTS, first)),
     )
+
+
+def _relabelled_checks(quality: pd.DataFrame) -> pd.DataFrame:
+    """The relabelled gate's checks of the window's days (recorded under each day)."""
+    return quality[quality["table"] == RELABELLED] if not quality.empty else quality
 
 
 # ---- sections ---------------------------------------------------------------------------
@@ -401,7 +412,54 @@ def labels_section(data: ReportData) -> Section | None:
         "conversions changed after it was built."
     )
     shown = status[["dt", "labels_as_of", "maturity_hours", "corrected_labels", "used"]]
-    return Section("Label maturity", _png(fig) + note + _table(shown, "no label status"))
+    body = _png(fig) + note + _table(shown, "no label status") + _relabelled_table(data)
+    return Section("Label maturity", body)
+
+
+def _relabelled_table(data: ReportData) -> str:
+    """Per corrected day, the relabelled gate's verdict on its new labels."""
+    checks = data.relabelled_checks
+    if checks.empty:
+        return _note("No day of this window had labels corrected, so no relabelled check ran.")
+    per_day = checks.groupby("dt").agg(
+        checks=("success", "size"), passed=("success", "sum"), checked_at=("checked_at", "max")
+    )
+    failing = checks[~checks["success"]][["dt", "expectation", "column", "severity", "observed"]]
+    note = _note(
+        "The relabelled gate, on each day whose labels late data changed: labels in {0, 1}, "
+        "no conversion without a click, the click rate within quality.ctr bounds and at most "
+        "quality.max_relabelled_share of the day's rows changed."
+    )
+    shown = per_day.reset_index().sort_values("dt")
+    return note + _table(shown, "") + _table(failing, "Every relabelled check passed.")
+
+
+def rescored_section(data: ReportData) -> Section | None:
+    """Each earlier evaluation beside the same predictions scored on its matured labels."""
+    rescored = data.mature_metrics
+    if rescored.empty:
+        return None
+    overall = rescored[(rescored["slice"] == "all") & (rescored["metric"] == "auc")]
+    overall = overall.sort_values(["dt", "model"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for i, (model, runs) in enumerate(overall.groupby("model")):
+        ax.plot(runs["dt"], runs["value_as_scored"], "o", mfc="none", color=f"C{i}",
+                label=f"{model}: labels as scored")  # fmt: skip
+        ax.plot(runs["dt"], runs["value"], "o", color=f"C{i}", label=f"{model}: matured")
+    ax.set_ylabel("AUC")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    ax.legend(fontsize=7)
+    table = overall.assign(change=overall["value"] - overall["value_as_scored"])[
+        ["dt", "model", "value_as_scored", "value", "change", "maturity_hours_as_scored",
+         "maturity_hours", "labels_changed"]
+    ].rename(columns={"value_as_scored": "auc_as_scored", "value": "auc_matured"})  # fmt: skip
+    note = _note(
+        "A day is evaluated by its own run, before the clicks and conversions that arrive "
+        "later are in its labels; promotion decides on that first reading. Once the day's "
+        "labels are train.label_maturity_hours mature, the same predictions are scored "
+        "again on the same rows (gold.mature_metrics, every slice and metric)."
+    )
+    return Section("Evaluation on mature labels", _png(fig) + note + _table(table, ""))
 
 
 def skipped_files(runs: pd.DataFrame) -> pd.DataFrame:
@@ -470,6 +528,7 @@ SECTIONS: tuple[Callable[[ReportData], Section | None], ...] = (
     calibration_section,
     volumes_section,
     labels_section,
+    rescored_section,
     promotion_section,
     quality_section,
     monitoring_section,

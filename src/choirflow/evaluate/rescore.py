@@ -1,0 +1,140 @@
+"""Evaluations scored a second time, once their day's labels have matured.
+
+A day is evaluated by its own run, when its labels are as young as they get: the clicks
+and conversions that arrive on later days are not in them yet, so the first AUC of a CVR
+model in particular is measured against conversions that are partly missing. Promotion has
+to decide then. Later runs, after correct_labels has brought the late events in, score the
+same predictions (kept beside each run's checkpoint) against the day's labels as they are
+now and record both readings in gold.mature_metrics, so the report shows how far the first
+one was off. No model is run again: only the labels differ, on the same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from choirflow import tables
+from choirflow.config import Settings
+from choirflow.dates import day_offset, days_between
+from choirflow.evaluate.records import metric_rows
+from choirflow.features.labels import horizon_days, maturity
+from choirflow.logs import step_log
+from choirflow.train.artifacts import RunFiles
+from choirflow.train.inputs import load_samples
+
+# Columns each run's predictions carry for this: the task's label column of gold.samples
+# and the evaluation day's label maturity when the run scored it.
+LABEL_COLUMN = "label_column"
+MATURITY_AS_SCORED = "label_maturity_hours"
+
+
+def rescore_matured(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
+    """Score again the evaluations of the days before dt (within the labels' horizon) whose
+    labels have matured since they were scored; one summary per run re-scored."""
+    days = days_between(day_offset(dt, -horizon_days(settings)), day_offset(dt, -1))
+    now = maturity(spark, settings, days)
+    ready = [d for d in days if now.get(d, -1) >= settings.train.label_maturity_hours]
+    runs = {d: _runs_of(settings, d) for d in ready}
+    done = []
+    for day, found in runs.items():
+        stale = {n: p for n, p in found.items() if _as_scored_hours(p) < now[day]}
+        if not stale:
+            continue
+        labels, _ = load_samples(spark, settings, [day])
+        labels = labels.set_index("event_id")
+        first = _metrics_as_scored(spark, settings, day, list(stale))
+        for name, predictions in stale.items():
+            rows = _rescored_rows(name, day, predictions, labels, first, now[day])
+            if rows:
+                _write(spark, settings, rows, day, name)
+                done.append(_summary(rows))
+    if done:
+        step_log(__name__, "rescore", dt).info(
+            "%d evaluations re-scored on mature labels: %s", len(done), done
+        )
+    return done
+
+
+def _runs_of(settings: Settings, day: str) -> dict[str, pd.DataFrame]:
+    """record name -> predictions of the runs that evaluated `day` and kept what this needs."""
+    out = {}
+    for folder in sorted(Path(settings.models_dir).glob(f"*/{day}")):
+        path = RunFiles(folder).predictions
+        if path.exists():
+            predictions = pd.read_parquet(path)
+            if {LABEL_COLUMN, MATURITY_AS_SCORED} <= set(predictions.columns):
+                out[folder.parent.name] = predictions
+    return out
+
+
+def _as_scored_hours(predictions: pd.DataFrame) -> int:
+    hours = predictions[MATURITY_AS_SCORED]
+    return -1 if hours.isna().all() else int(hours.iloc[0])
+
+
+def _metrics_as_scored(
+    spark: SparkSession, settings: Settings, day: str, names: list[str]
+) -> pd.DataFrame:
+    """gold.metrics rows of the runs' first reading of `day`."""
+    metrics = tables.read(spark, tables.GOLD_METRICS, settings)
+    wanted = metrics.where(tables.partition(day) & F.col("model").isin(names))
+    return wanted.select("model", "run_id", "model_version", "slice", "metric", "value").toPandas()
+
+
+def _rescored_rows(
+    name: str,
+    day: str,
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    first: pd.DataFrame,
+    hours_now: int,
+) -> list[dict[str, Any]]:
+    """gold.mature_metrics rows of one run: its predictions against today's labels, beside
+    its first reading (matched by slice and metric)."""
+    first = first[first["model"] == name]
+    if first.empty:  # the run's metrics were replaced by a run without predictions
+        return []
+    column = str(predictions[LABEL_COLUMN].iloc[0])
+    current = labels[column].reindex(predictions["event_id"]).fillna(0).to_numpy(dtype=int)
+    scored = predictions["click"].to_numpy(dtype=int)  # the task's label when it was scored
+    run_id, version = str(first["run_id"].iloc[0]), str(first["model_version"].iloc[0])
+    again = metric_rows(
+        name, run_id, day, current, predictions["score"].to_numpy(),
+        predictions["user_id"].to_numpy(), predictions["activity_bucket"].to_numpy(),
+    )  # fmt: skip
+    before = first.set_index(["slice", "metric"])["value"]
+    for row in again:
+        key = (row["slice"], row["metric"])
+        row["model_version"] = version
+        row["value_as_scored"] = float(before[key]) if key in before.index else None
+        row["maturity_hours_as_scored"] = _as_scored_hours(predictions)
+        row["maturity_hours"] = hours_now
+        row["labels_changed"] = int(np.sum(current != scored))
+    return again
+
+
+def _write(
+    spark: SparkSession, settings: Settings, rows: list[dict[str, Any]], day: str, name: str
+) -> None:
+    table = tables.GOLD_MATURE_METRICS
+    tables.replace_partition(
+        table.frame(spark, rows), table, settings, tables.partition(day, model=name)
+    )
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's overall AUC, first and now, for the log."""
+    auc = next(r for r in rows if r["slice"] == "all" and r["metric"] == "auc")
+    return {
+        "dt": auc["dt"],
+        "model": auc["model"],
+        "auc_as_scored": auc["value_as_scored"],
+        "auc_mature": auc["value"],
+        "labels_changed": auc["labels_changed"],
+    }
