@@ -80,7 +80,8 @@ def _label_checks():
 
 
 # Tables only training, promotion and monitoring write: not part of a range build.
-NOT_BUILT = {tables.GOLD_METRICS, tables.GOLD_PROMOTIONS, tables.QUALITY_MONITORING}
+NOT_BUILT = {tables.GOLD_METRICS, tables.GOLD_MATURE_METRICS, tables.GOLD_PROMOTIONS,
+             tables.QUALITY_MONITORING}  # fmt: skip
 BUILT = [t for t in tables.ALL_TABLES if t not in NOT_BUILT]
 # Each run's own accounting of its LLM work: a rerun finds the profiles already written.
 RUN_ACCOUNTS = tables.SILVER_PROFILE_RUNS
