@@ -11,6 +11,7 @@ one was off. No model is run again: only the labels differ, on the same rows.
 
 from __future__ import annotations
 
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from choirflow.evaluate.records import metric_rows
 from choirflow.features.labels import horizon_days, maturity
 from choirflow.logs import step_log
 from choirflow.train.artifacts import RunFiles
-from choirflow.train.inputs import load_samples
 
 # Columns each run's predictions carry for this: the task's label column of gold.samples
 # and the evaluation day's label maturity when the run scored it.
@@ -40,37 +40,49 @@ def rescore_matured(spark: SparkSession, settings: Settings, dt: str) -> list[di
     days = days_between(day_offset(dt, -horizon_days(settings)), day_offset(dt, -1))
     now = maturity(spark, settings, days)
     ready = [d for d in days if now.get(d, -1) >= settings.train.label_maturity_hours]
-    runs = {d: _runs_of(settings, d) for d in ready}
-    done = []
-    for day, found in runs.items():
-        stale = {n: p for n, p in found.items() if _as_scored_hours(p) < now[day]}
-        if not stale:
-            continue
-        labels, _ = load_samples(spark, settings, [day])
-        labels = labels.set_index("event_id")
-        first = _metrics_as_scored(spark, settings, day, list(stale))
-        for name, predictions in stale.items():
-            rows = _rescored_rows(name, day, predictions, labels, first, now[day])
-            if rows:
-                _write(spark, settings, rows, day, name)
-                done.append(_summary(rows))
-    if done:
-        step_log(__name__, "rescore", dt).info(
-            "%d evaluations re-scored on mature labels: %s", len(done), done
-        )
+    stale = {d: _stale_runs(settings, d, now[d]) for d in ready}
+    stale = {d: runs for d, runs in stale.items() if runs}
+    if not stale:
+        return []
+    labels = _labels_now(spark, settings, list(stale))
+    first = _metrics_as_scored(spark, settings, stale)
+    rows: list[dict[str, Any]] = []
+    for day, runs in stale.items():
+        for name, predictions in runs.items():
+            rows += _rescored_rows(name, day, predictions, labels[day], first, now[day])
+    if not rows:
+        return []
+    _write(spark, settings, rows)
+    pairs = sorted({(r["dt"], r["model"]) for r in rows})
+    done = [_summary(rows, day, name) for day, name in pairs]
+    step_log(__name__, "rescore", dt).info(
+        "%d evaluations re-scored on mature labels: %s", len(done), done
+    )
     return done
 
 
-def _runs_of(settings: Settings, day: str) -> dict[str, pd.DataFrame]:
-    """record name -> predictions of the runs that evaluated `day` and kept what this needs."""
+def _stale_runs(settings: Settings, day: str, hours_now: int) -> dict[str, pd.DataFrame]:
+    """record name -> predictions of the runs that evaluated `day` on younger labels than
+    it has now (and kept what this needs)."""
     out = {}
     for folder in sorted(Path(settings.models_dir).glob(f"*/{day}")):
         path = RunFiles(folder).predictions
         if path.exists():
             predictions = pd.read_parquet(path)
             if {LABEL_COLUMN, MATURITY_AS_SCORED} <= set(predictions.columns):
-                out[folder.parent.name] = predictions
+                if _as_scored_hours(predictions) < hours_now:
+                    out[folder.parent.name] = predictions
     return out
+
+
+def _labels_now(
+    spark: SparkSession, settings: Settings, days: list[str]
+) -> dict[str, pd.DataFrame]:
+    """day -> its gold.samples labels by event id, the days read in one pass."""
+    rows = tables.read(spark, tables.GOLD_SAMPLES, settings).where(F.col("dt").isin(days))
+    frame = rows.select("event_id", "dt", "click", "conversion").toPandas()
+    by_day = {day: part.set_index("event_id") for day, part in frame.groupby("dt")}
+    return {day: by_day.get(day, frame.set_index("event_id").iloc[:0]) for day in days}
 
 
 def _as_scored_hours(predictions: pd.DataFrame) -> int:
@@ -79,12 +91,20 @@ def _as_scored_hours(predictions: pd.DataFrame) -> int:
 
 
 def _metrics_as_scored(
-    spark: SparkSession, settings: Settings, day: str, names: list[str]
+    spark: SparkSession, settings: Settings, stale: dict[str, dict[str, pd.DataFrame]]
 ) -> pd.DataFrame:
-    """gold.metrics rows of the runs' first reading of `day`."""
+    """gold.metrics rows of the runs' first readings, the days read in one pass."""
     metrics = tables.read(spark, tables.GOLD_METRICS, settings)
-    wanted = metrics.where(tables.partition(day) & F.col("model").isin(names))
-    return wanted.select("model", "run_id", "model_version", "slice", "metric", "value").toPandas()
+    wanted = metrics.where(_runs_condition(stale))
+    return wanted.select(
+        "dt", "model", "run_id", "model_version", "slice", "metric", "value"
+    ).toPandas()
+
+
+def _runs_condition(stale: dict[str, Any]):
+    """The rows of each (day, record name) pair: what one run owns in either table."""
+    pairs = [tables.partition(day, model=name) for day, runs in stale.items() for name in runs]
+    return reduce(lambda a, b: a | b, pairs)
 
 
 def _rescored_rows(
@@ -97,7 +117,7 @@ def _rescored_rows(
 ) -> list[dict[str, Any]]:
     """gold.mature_metrics rows of one run: its predictions against today's labels, beside
     its first reading (matched by slice and metric)."""
-    first = first[first["model"] == name]
+    first = first[(first["dt"] == day) & (first["model"] == name)]
     if first.empty:  # the run's metrics were replaced by a run without predictions
         return []
     column = str(predictions[LABEL_COLUMN].iloc[0])
@@ -119,22 +139,29 @@ def _rescored_rows(
     return again
 
 
-def _write(
-    spark: SparkSession, settings: Settings, rows: list[dict[str, Any]], day: str, name: str
-) -> None:
+def _write(spark: SparkSession, settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """One commit for every run re-scored: each (day, record name) pair's rows replaced."""
+    stale: dict[str, set[str]] = {}
+    for row in rows:
+        stale.setdefault(row["dt"], set()).add(row["model"])
     table = tables.GOLD_MATURE_METRICS
-    tables.replace_partition(
-        table.frame(spark, rows), table, settings, tables.partition(day, model=name)
-    )
+    tables.replace_partition(table.frame(spark, rows), table, settings, _runs_condition(stale))
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's overall AUC, first and now, for the log."""
-    auc = next(r for r in rows if r["slice"] == "all" and r["metric"] == "auc")
+def _summary(rows: list[dict[str, Any]], day: str, name: str) -> dict[str, Any]:
+    """A run's overall AUC, first and now, for the log and the step's result."""
+    auc = next(
+        r for r in rows
+        if (r["dt"], r["model"], r["slice"], r["metric"]) == (day, name, "all", "auc")
+    )  # fmt: skip
     return {
-        "dt": auc["dt"],
-        "model": auc["model"],
-        "auc_as_scored": auc["value_as_scored"],
-        "auc_mature": auc["value"],
+        "dt": day,
+        "model": name,
+        "auc_as_scored": _rounded(auc["value_as_scored"]),
+        "auc_mature": _rounded(auc["value"]),
         "labels_changed": auc["labels_changed"],
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
