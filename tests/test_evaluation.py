@@ -161,11 +161,21 @@ def test_compare_writes_a_leaderboard(built, spark, settings, days):
 
 
 @pytest.mark.spark
-def test_report_renders_in_headless_chromium(built, settings, days, tmp_path):
+def test_report_renders_in_headless_chromium(built, spark, settings, days, tmp_path):
+    from choirflow.quality.suites import RELABELLED
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium package is installed by `make setup`"
     path = Path(run_step("report", days[2], settings))
     page = path.read_text()
+    # Each day whose labels were corrected is listed with its relabelled gate's verdict.
+    results = tables.read(spark, tables.QUALITY_RESULTS, settings)
+    relabelled = results.where((F.col("table") == RELABELLED) & (F.col("dt") <= days[2]))
+    corrected = sorted({r.dt for r in relabelled.select("dt").collect()})
+    maturity = page.split("<h2>Label maturity</h2>")[1].split("</section>")[0]
+    gate = maturity.split("The relabelled gate")[1] if corrected else maturity
+    assert all(f"<td>{day}</td>" in gate for day in corrected), corrected
+    assert corrected or "no relabelled check ran" in maturity
     for section in ("Champion and challenger", "GAUC by activity bucket", "Last 30 days",
                     "Training curves", "Calibration", "Data volumes", "Label maturity",
                     "Evaluation on mature labels", "Promotion", "Data quality"):  # fmt: skip
