@@ -8,9 +8,10 @@ conversion comes at most 4 days after its click and arrives at most 3 days late.
 
 The CVR model (post-click conversion on clicked impressions) trains on the first
 `--train-days` days, the last of them for validation, twice per seed on the same rows:
-- immature: each day's labels as the daily run of the next day would train on them, as of
-  the last training day (`features.labels.labelled` with that day as the last one known),
-  which is what training without `train.label_maturity_hours` does;
+- immature: each day's labels as the daily run of the evaluation day trains on them: as of
+  that day, after its correct_labels step (`features.labels.labelled` with it as the last
+  day known), so the last training day's labels are 24 hours mature, the first's 144; the
+  default `train.label_maturity_hours` (24) keeps all six;
 - mature: the labels gold.samples holds at the end of the range.
 Both are scored on the next day's clicked impressions with their mature labels. The gain
 of mature over immature is paired by seed, with a bootstrap interval over seeds.
@@ -37,7 +38,7 @@ from quality import paired_gain  # noqa: E402
 
 
 def _immature(spark, settings, frame, last_known: str):
-    """`frame` with its labels as of `last_known` (what a run on the next day trains on)."""
+    """`frame` with its labels as of `last_known` (what that day's run trains on)."""
     from choirflow import tables
     from choirflow.features.labels import KEY, label_events, labelled
 
@@ -123,7 +124,7 @@ def main() -> None:
     train_days, eval_day = days[: args.train_days], days[args.train_days]
     mature, _ = load_samples(spark, settings, train_days)
     evaluation, _ = load_samples(spark, settings, [eval_day])
-    young = _immature(spark, settings, mature, train_days[-1])
+    young = _immature(spark, settings, mature, eval_day)
     runs: dict[str, list[dict]] = {"immature": [], "mature": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, frame in (("immature", young), ("mature", mature)):
