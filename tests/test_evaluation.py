@@ -50,6 +50,42 @@ def test_no_gain_or_a_regressing_bucket_keeps_the_champion():
 
 
 @pytest.mark.unit
+def test_a_cvr_evaluation_is_rescored_on_its_conversions_now():
+    """The second reading of a CVR run: its stored scores against the conversions gold.samples
+    holds now, rows it no longer holds left out, beside the first reading of this run (not of
+    an earlier run of the day), a missing first value kept missing."""
+    from choirflow.evaluate import metrics
+    from choirflow.evaluate.rescore import _rescored_rows
+
+    rng = np.random.default_rng(5)
+    ids = [f"e{i}" for i in range(40)]
+    then = rng.integers(0, 2, 40)
+    predictions = pd.DataFrame({
+        "user_id": [f"u{i % 4}" for i in range(40)], "activity_bucket": "low", "click": then,
+        "score": rng.random(40), "event_id": ids, "label_column": "conversion",
+        "label_maturity_hours": 0, "run_id": "r2",
+    })  # fmt: skip
+    now = then.copy()
+    now[:6] = 1 - now[:6]  # six late conversions (or corrections) since
+    labels = pd.DataFrame({"click": 1, "conversion": now}, index=ids).iloc[:-1]  # e39 gone
+    first = pd.DataFrame([
+        {"dt": "d", "model": "m-cvr", "run_id": run, "model_version": version, "slice": "all",
+         "metric": metric, "value": value}
+        for run, version, bias in (("r1", "1", 0.5), ("r2", "2", 0.0))
+        for metric, value in (("auc", 0.6 + bias), ("user_averaged_auc", np.nan))
+    ])  # fmt: skip
+    rows = _rescored_rows("m-cvr", "d", predictions, labels, first, 24)
+    overall = {r["metric"]: r for r in rows if r["slice"] == "all"}
+    kept = predictions.iloc[:-1]
+    assert overall["auc"]["value"] == pytest.approx(metrics.auc(now[:-1], kept["score"]))
+    assert overall["auc"]["value_as_scored"] == 0.6 and overall["auc"]["model_version"] == "2"
+    assert overall["user_averaged_auc"]["value_as_scored"] is None
+    assert overall["n"]["value"] == 39 and overall["auc"]["labels_changed"] == 6
+    assert (overall["auc"]["maturity_hours_as_scored"], overall["auc"]["maturity_hours"]) == (0, 24)
+    assert _rescored_rows("m-cvr", "d", predictions.assign(run_id="r3"), labels, first, 24) == []
+
+
+@pytest.mark.unit
 def test_bootstrap_interval_brackets_the_gain():
     labels, truth, users, _, rng = _world(seed=3)
     gain, low, high = bootstrap_gauc_gain(

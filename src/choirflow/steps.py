@@ -210,12 +210,18 @@ def gold_quality_gate(
 
 
 def train_and_evaluate(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:
-    """Also scores earlier evaluations again once their days' labels have matured."""
+    """Then scores earlier evaluations again once their days' labels have matured: a
+    reading for the report, so its failure is logged and does not fail the day's model."""
     from choirflow.evaluate.challenger import train_and_evaluate as train_challenger
     from choirflow.evaluate.rescore import rescore_matured
 
-    rescored = rescore_matured(spark, settings, dt)
-    return {**train_challenger(spark, settings, dt), "rescored": rescored}
+    trained = train_challenger(spark, settings, dt)
+    try:
+        rescored: list | str = rescore_matured(spark, settings, dt)
+    except Exception as error:  # noqa: BLE001 - reported, the challenger stands
+        step_log(__name__, "rescore", dt).exception("earlier evaluations not re-scored")
+        rescored = f"failed: {type(error).__name__}: {error}"
+    return {**trained, "rescored": rescored}
 
 
 def promote(spark: SparkSession, settings: Settings, dt: str, done: Done) -> dict:

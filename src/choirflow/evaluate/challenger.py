@@ -18,7 +18,7 @@ from choirflow.config import Settings
 from choirflow.dates import days_before
 from choirflow.evaluate import tracking
 from choirflow.evaluate.records import metric_rows, write_metrics
-from choirflow.evaluate.rescore import LABEL_COLUMN, MATURITY_AS_SCORED
+from choirflow.evaluate.rescore import LABEL_COLUMN, MATURITY_AS_SCORED, RUN_ID, forget_rescored
 from choirflow.features.labels import mature_days, maturity
 from choirflow.logs import step_log
 from choirflow.train.artifacts import RunFiles
@@ -83,13 +83,18 @@ def train_and_evaluate(
         "label_maturity_hours": maturity(spark, settings, [*train_days, dt]),
     }
     meta = _run_meta(fit, model_name, task, run_id, dt, lineage)
-    as_scored = {LABEL_COLUMN: label, MATURITY_AS_SCORED: lineage["label_maturity_hours"].get(dt)}
+    as_scored = {
+        LABEL_COLUMN: label,
+        MATURITY_AS_SCORED: lineage["label_maturity_hours"].get(dt),
+        RUN_ID: run_id,
+    }
     _write_run_files(files, fit, meta, eval_frame, labels, as_scored)
     overall = {r["metric"]: r["value"] for r in rows if r["slice"] == "all"}
     tracked = _track(settings, fit, name, dt, meta, lineage, overall, files)
     for row in rows:
         row["model_version"] = tracked["model_version"]
     write_metrics(spark, settings, rows, dt, name)
+    forget_rescored(spark, settings, dt, name)  # an earlier run's second readings
     log.info(
         "%s on %d rows (%s samples/s): next-day AUC=%.4f GAUC=%.4f on %d rows; "
         "registered version %s",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -28,16 +29,20 @@ from choirflow.features.labels import horizon_days, maturity
 from choirflow.logs import step_log
 from choirflow.train.artifacts import RunFiles
 
-# Columns each run's predictions carry for this: the task's label column of gold.samples
-# and the evaluation day's label maturity when the run scored it.
+# Columns each run's predictions carry for this: the task's label column of gold.samples,
+# the evaluation day's label maturity when the run scored it, and the run.
 LABEL_COLUMN = "label_column"
 MATURITY_AS_SCORED = "label_maturity_hours"
+RUN_ID = "run_id"
 
 
 def rescore_matured(spark: SparkSession, settings: Settings, dt: str) -> list[dict[str, Any]]:
     """Score again the evaluations of the days before dt (within the labels' horizon) whose
     labels have matured since they were scored; one summary per run re-scored."""
-    days = days_between(day_offset(dt, -horizon_days(settings)), day_offset(dt, -1))
+    horizon = horizon_days(settings)
+    if horizon < 1 or not tables.exists(spark, tables.GOLD_METRICS, settings):
+        return []  # no label changes after a day's own run, or nothing evaluated yet
+    days = days_between(day_offset(dt, -horizon), day_offset(dt, -1))
     now = maturity(spark, settings, days)
     ready = [d for d in days if now.get(d, -1) >= settings.train.label_maturity_hours]
     stale = {d: _stale_runs(settings, d, now[d]) for d in ready}
@@ -59,6 +64,13 @@ def rescore_matured(spark: SparkSession, settings: Settings, dt: str) -> list[di
         "%d evaluations re-scored on mature labels: %s", len(done), done
     )
     return done
+
+
+def forget_rescored(spark: SparkSession, settings: Settings, dt: str, name: str) -> None:
+    """Drop the second readings of an earlier run of (dt, name): a new run replaces it."""
+    if tables.exists(spark, tables.GOLD_MATURE_METRICS, settings):
+        path = tables.GOLD_MATURE_METRICS.path(settings)
+        DeltaTable.forPath(spark, path).delete(tables.partition(dt, model=name))
 
 
 def _stale_runs(settings: Settings, day: str, hours_now: int) -> dict[str, pd.DataFrame]:
@@ -116,23 +128,31 @@ def _rescored_rows(
     hours_now: int,
 ) -> list[dict[str, Any]]:
     """gold.mature_metrics rows of one run: its predictions against today's labels, beside
-    its first reading (matched by slice and metric)."""
+    its first reading (matched by slice and metric). Rows gold.samples no longer holds are
+    left out of the second reading, not counted as negatives."""
     first = first[(first["dt"] == day) & (first["model"] == name)]
-    if first.empty:  # the run's metrics were replaced by a run without predictions
+    if RUN_ID in predictions:  # the predictions of the run gold.metrics holds, not another
+        first = first[first["run_id"] == str(predictions[RUN_ID].iloc[0])]
+    if first.empty:
         return []
     column = str(predictions[LABEL_COLUMN].iloc[0])
-    current = labels[column].reindex(predictions["event_id"]).fillna(0).to_numpy(dtype=int)
-    scored = predictions["click"].to_numpy(dtype=int)  # the task's label when it was scored
+    current = labels[column].reindex(predictions["event_id"].to_numpy())
+    kept = current.notna().to_numpy()
+    if not kept.any():
+        return []
+    rows = predictions[kept]
+    current = current[kept].to_numpy(dtype=int)
+    scored = rows["click"].to_numpy(dtype=int)  # the task's label when it was scored
     run_id, version = str(first["run_id"].iloc[0]), str(first["model_version"].iloc[0])
     again = metric_rows(
-        name, run_id, day, current, predictions["score"].to_numpy(),
-        predictions["user_id"].to_numpy(), predictions["activity_bucket"].to_numpy(),
+        name, run_id, day, current, rows["score"].to_numpy(),
+        rows["user_id"].to_numpy(), rows["activity_bucket"].to_numpy(),
     )  # fmt: skip
     before = first.set_index(["slice", "metric"])["value"]
     for row in again:
-        key = (row["slice"], row["metric"])
+        value = before.get((row["slice"], row["metric"]))
         row["model_version"] = version
-        row["value_as_scored"] = float(before[key]) if key in before.index else None
+        row["value_as_scored"] = None if value is None or pd.isna(value) else float(value)
         row["maturity_hours_as_scored"] = _as_scored_hours(predictions)
         row["maturity_hours"] = hours_now
         row["labels_changed"] = int(np.sum(current != scored))
