@@ -81,7 +81,7 @@ def _stale_runs(settings: Settings, day: str, hours_now: int) -> dict[str, pd.Da
         path = RunFiles(folder).predictions
         if path.exists():
             predictions = pd.read_parquet(path)
-            if {LABEL_COLUMN, MATURITY_AS_SCORED} <= set(predictions.columns):
+            if {LABEL_COLUMN, MATURITY_AS_SCORED, RUN_ID} <= set(predictions.columns):
                 if _as_scored_hours(predictions) < hours_now:
                     out[folder.parent.name] = predictions
     return out
@@ -130,9 +130,8 @@ def _rescored_rows(
     """gold.mature_metrics rows of one run: its predictions against today's labels, beside
     its first reading (matched by slice and metric). Rows gold.samples no longer holds are
     left out of the second reading, not counted as negatives."""
-    first = first[(first["dt"] == day) & (first["model"] == name)]
-    if RUN_ID in predictions:  # the predictions of the run gold.metrics holds, not another
-        first = first[first["run_id"] == str(predictions[RUN_ID].iloc[0])]
+    run = str(predictions[RUN_ID].iloc[0])  # the run gold.metrics holds, not an earlier one
+    first = first[(first["dt"] == day) & (first["model"] == name) & (first["run_id"] == run)]
     if first.empty:
         return []
     column = str(predictions[LABEL_COLUMN].iloc[0])
@@ -143,9 +142,9 @@ def _rescored_rows(
     rows = predictions[kept]
     current = current[kept].to_numpy(dtype=int)
     scored = rows["click"].to_numpy(dtype=int)  # the task's label when it was scored
-    run_id, version = str(first["run_id"].iloc[0]), str(first["model_version"].iloc[0])
+    version = str(first["model_version"].iloc[0])
     again = metric_rows(
-        name, run_id, day, current, rows["score"].to_numpy(),
+        name, run, day, current, rows["score"].to_numpy(),
         rows["user_id"].to_numpy(), rows["activity_bucket"].to_numpy(),
     )  # fmt: skip
     before = first.set_index(["slice", "metric"])["value"]
