@@ -2,11 +2,23 @@
 with a message that names the table, the expectation, the failing count and example keys.
 GX's pandas engine (small frames) and its Spark engine report the same results."""
 
+from pathlib import Path
+
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from choirflow import tables
-from choirflow.quality.gate import QualityGateError, gate, validate_days
+from choirflow.dates import days_between
+from choirflow.quality.gate import (
+    CheckResult,
+    GateReport,
+    QualityGateError,
+    _shared_row_checks,
+    gate,
+    record,
+    validate_days,
+)
 from choirflow.quality.suites import gold_samples_suite
 
 pytestmark = pytest.mark.spark
@@ -72,3 +84,59 @@ def test_the_pandas_and_spark_engines_agree_check_by_check(built, spark, setting
     assert {r.column for r in on_pandas[1].hard_failures} >= {"_min_gap_seconds", "click"}
     for pandas_report, spark_report in zip(on_pandas, on_spark, strict=True):
         assert _comparable(pandas_report) == _comparable(spark_report)
+    # One Data Docs site for the gate run, under its last day, with a page per day.
+    site = on_pandas[0].data_docs
+    assert site and site == on_pandas[1].data_docs and Path(site).exists()
+    assert Path(site).parent.parent.name == days[2]
+    pages = {part for p in (Path(site).parent / "validations").rglob("*.html") for part in p.parts}
+    assert {f"gold_samples_{dt}" for dt in days[1:3]} <= pages, pages
+
+
+def test_a_long_range_of_results_is_recorded_in_one_commit(spark, settings):
+    """A 215-day chunk's results (MovieLens) replace their own (table, day) rows in one
+    commit: a predicate per pair nested too deep for Delta's parser."""
+    days = days_between("2099-01-01", "2099-08-03")
+    tables_checked = ("test.long_chunk_a", "test.long_chunk_b")
+
+    def reports(success: bool) -> list[GateReport]:
+        return [
+            GateReport(
+                table,
+                dt,
+                [CheckResult(table, dt, "expect_x", None, "hard", success, 0, 1, None)],
+                None,
+            )  # fmt: skip
+            for table in tables_checked
+            for dt in days
+        ]
+
+    recorded = tables.read(spark, tables.QUALITY_RESULTS, settings).where(
+        F.col("table").isin(*tables_checked)
+    )
+    record(spark, settings, reports(False))
+    record(spark, settings, reports(True))
+    rows = recorded.groupBy("success").count().collect()
+    assert [(r["success"], r["count"]) for r in rows] == [(True, 2 * len(days))]
+    DeltaTable.forPath(spark, tables.QUALITY_RESULTS.path(settings)).delete(
+        F.col("table").isin(*tables_checked)
+    )
+
+
+def test_a_range_checks_rows_once_and_records_each_day_as_if_alone(built, spark, settings, days):
+    """Row checks every day's suite holds alike run once over the range; each day's recorded
+    results are still those of validating that day alone, check by check."""
+    samples = tables.read(spark, tables.GOLD_SAMPLES, settings).where(
+        F.col("dt").isin(days[1], days[2])
+    )
+    specs = {dt: gold_samples_suite(50, [], 3.0, (0.005, 0.5)) for dt in days[1:3]}
+    shared = {e.expectation_type for e in _shared_row_checks(specs)}
+    assert "expect_column_values_to_not_be_null" in shared
+    assert not any("unique" in name or "mean" in name for name in shared)
+    together = validate_days(settings, samples, specs)
+    alone = [validate_days(settings, samples, {dt: spec})[0] for dt, spec in specs.items()]
+    for range_report, day_report in zip(together, alone, strict=True):
+        assert not range_report.hard_failures
+        assert _comparable(range_report) == _comparable(day_report)
+    site = Path(together[0].data_docs).parent
+    pages = {part for p in (site / "validations").rglob("*.html") for part in p.parts}
+    assert f"gold_samples_{days[1]}_to_{days[2]}" in pages, pages

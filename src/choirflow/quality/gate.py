@@ -109,6 +109,14 @@ def _examples(spec: SuiteSpec, raw_result: dict) -> list[str]:
     ]
 
 
+def _column_of(cfg) -> str | None:
+    return (
+        cfg.kwargs.get("column")
+        or ",".join(str(cfg.kwargs[k]) for k in ("column_A", "column_B") if k in cfg.kwargs)
+        or None
+    )
+
+
 def _check_result(spec: SuiteSpec, dt: str, r) -> CheckResult:
     """One GX expectation result as a row of quality.results (an exception it raised is
     its observed value)."""
@@ -119,18 +127,13 @@ def _check_result(spec: SuiteSpec, dt: str, r) -> CheckResult:
         for v in (r.exception_info or {}).values()
         if isinstance(v, dict) and v.get("raised_exception")
     ]
-    column = (
-        cfg.kwargs.get("column")
-        or ",".join(str(cfg.kwargs[k]) for k in ("column_A", "column_B") if k in cfg.kwargs)
-        or None
-    )
     observed = raw.get("observed_value")
     shown = errors[0] if errors else observed
     return CheckResult(
         table=spec.table,
         dt=dt,
         expectation=cfg.type,
-        column=column,
+        column=_column_of(cfg),
         severity=(cfg.meta or {}).get("severity", "hard"),
         success=bool(r.success),
         unexpected_count=raw.get("unexpected_count"),
@@ -151,55 +154,60 @@ def _columns_read(df: DataFrame, spec: SuiteSpec, day_column: str) -> list[str]:
     return [c for c in df.columns if c in wanted]
 
 
-def _run_checkpoint(
-    settings: Settings, frame: Any, spec: SuiteSpec, dt: str, last_day: bool
-) -> GateReport:
-    """One GX checkpoint over one day's frame: a pandas DataFrame (GX's pandas engine) or a
-    Spark DataFrame (GX's Spark engine); the suite and the results are the same.
+class _Validations:
+    """One GX context for a gate run over one table's days: each day validated against its
+    own suite, then one Data Docs build with a page per day.
 
-    Data Docs are built for the last day of a gate run and for any day with a failing
-    check: a backfill's passing days are in quality.results, without a second of HTML
-    rendering each."""
-    import great_expectations as gx
+    A context per day paid GX's setup and, in each Data Docs build, the compilation of every
+    page template again: most of a small day's gate time. The site of a run lives under its
+    last day (a daily run's own day); a backfill chunk's days are pages of that site."""
 
-    name = spec.table.replace(".", "_")
-    # One site per day and table: a later gate run never overwrites another's pages.
-    docs_dir = str(data_docs_dir(settings, dt) / name)
-    context = _context(docs_dir)
-    sources = context.data_sources
-    source = (
-        sources.add_spark(name=f"{name}_src")
-        if isinstance(frame, DataFrame)
-        else sources.add_pandas(name=f"{name}_src")
-    )
-    batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(
-        f"{name}_{dt}"
-    )
-    # GX binds an expectation to one suite: give each run its own copies.
-    expectations = [copy.copy(e) for e in spec.expectations]
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}_{dt}", data=batch, suite=suite)
-    )
-    result_format = {
-        "result_format": "SUMMARY",
-        "partial_unexpected_count": 5,
-        "unexpected_index_column_names": list(spec.key),
-    }
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=f"{name}_gate",
-            validation_definitions=[definition],
-            result_format=result_format,
+    def __init__(self, settings: Settings, table: str, last: str) -> None:
+        self.name = table.replace(".", "_")
+        self.docs_dir = data_docs_dir(settings, last) / self.name
+        self.context = _context(str(self.docs_dir))
+        self._sources: dict[bool, Any] = {}
+
+    def run(self, frame: Any, spec: SuiteSpec, dt: str) -> GateReport:
+        """One day's suite on its frame: a pandas DataFrame (GX's pandas engine) or a Spark
+        DataFrame (GX's Spark engine); the suite and the results are the same."""
+        import great_expectations as gx
+
+        on_spark = isinstance(frame, DataFrame)
+        if on_spark not in self._sources:
+            sources = self.context.data_sources
+            add = sources.add_spark if on_spark else sources.add_pandas
+            self._sources[on_spark] = add(name=f"{self.name}_{'spark' if on_spark else 'pandas'}")
+        batch = (
+            self._sources[on_spark]
+            .add_dataframe_asset(name=f"{self.name}_{dt}")
+            .add_batch_definition_whole_dataframe(f"{self.name}_{dt}")
         )
-    )
-    run = checkpoint.run(batch_parameters={"dataframe": frame})
-    suite_result = next(iter(run.run_results.values()))
-    results = [_check_result(spec, dt, r) for r in suite_result.results]
-    if last_day or not all(r.success for r in results):
-        context.build_data_docs()
-    index = Path(docs_dir) / "index.html"
-    return GateReport(spec.table, dt, results, str(index) if index.exists() else None)
+        # GX binds an expectation to one suite: give each day its own copies.
+        expectations = [copy.copy(e) for e in spec.expectations]
+        suite = self.context.suites.add(
+            gx.ExpectationSuite(name=f"{self.name}_{dt}", expectations=expectations)
+        )
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{self.name}_{dt}", data=batch, suite=suite)
+        )
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": 5,
+                "unexpected_index_column_names": list(spec.key),
+            },
+        )
+        results = [_check_result(spec, dt, r) for r in result.results]
+        return GateReport(spec.table, dt, results, None)
+
+    def publish(self, reports: list[GateReport]) -> list[GateReport]:
+        """Build the site once and point every report at its index."""
+        self.context.build_data_docs()
+        index = self.docs_dir / "index.html"
+        site = str(index) if index.exists() else None
+        return [replace(report, data_docs=site) for report in reports]
 
 
 def validate_days(
@@ -213,6 +221,8 @@ def validate_days(
     A frame of at most `quality.pandas_max_rows` rows is read from Spark once and each day
     validated on GX's pandas engine (a tiny day costs GX's Spark engine a Spark job per
     metric, seconds per check); a larger one is validated day by day on the Spark engine.
+    The row checks every day's suite holds alike run once over all the days
+    (_shared_row_checks); each day's results are still those of validating it alone.
     """
     from choirflow.quality.suites import prepare
 
@@ -220,30 +230,86 @@ def validate_days(
     prepared = prepare(df, first)
     read = {c for spec in specs.values() for c in _columns_read(prepared, spec, day_column)}
     prepared = prepared.select(*[c for c in prepared.columns if c in read])
-    last = max(specs)
+    validations = _Validations(settings, first.table, max(specs))
     limit = settings.quality.pandas_max_rows
     local = prepared.limit(limit + 1).toPandas()  # one Spark job for a small frame
-    if len(local) <= limit:
-        return [
-            _run_checkpoint(
-                settings,
-                local[local[day_column] == dt].reset_index(drop=True),
-                spec,
-                dt,
-                last_day=dt == last,
-            )  # fmt: skip
-            for dt, spec in specs.items()
-        ]
-    del local
-    prepared = prepared.cache()
+    on_spark = len(local) > limit
+    if on_spark:
+        del local
+        whole = prepared.cache()
+        rows = {r[0]: int(r[1]) for r in whole.groupBy(day_column).count().collect()}
+    else:
+        whole, rows = local, local.groupby(day_column).size().to_dict()
+
+    def day_of(dt: str) -> Any:
+        if on_spark:
+            return whole.where(F.col(day_column) == dt)
+        return whole[whole[day_column] == dt].reset_index(drop=True)
+
+    shared = _shared_row_checks(specs)
+    if shared:
+        bulk = replace(first, expectations=shared)
+        span = f"{min(specs)}_to_{max(specs)}"  # a ".." in a name leaves it out of Data Docs
+        if not all(r.success for r in validations.run(whole, bulk, span).results):
+            shared = []  # a row fails somewhere: every day validated whole, as alone
     reports = [
-        _run_checkpoint(
-            settings, prepared.where(F.col(day_column) == dt), spec, dt, last_day=dt == last
-        )
+        _day_report(validations, day_of(dt), spec, dt, shared, rows.get(dt, 0))
         for dt, spec in specs.items()
     ]
-    prepared.unpersist()
-    return reports
+    if on_spark:
+        whole.unpersist()
+    return validations.publish(reports)
+
+
+def _check_key(expectation) -> str:
+    return json.dumps(expectation.configuration.to_json_dict(), sort_keys=True, default=str)
+
+
+def _shared_row_checks(specs: dict[str, SuiteSpec]) -> list:
+    """The row-by-row checks (no `mostly`, no uniqueness) that every day's suite holds alike:
+    when they pass over all the days at once, they pass on each day, so a range validates
+    them in one GX run instead of one per day (GX's own Python is most of a small day's
+    gate time)."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    if len(specs) < 2:
+        return []
+    row_level = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
+    suites = list(specs.values())
+    common = set.intersection(*({_check_key(e) for e in s.expectations} for s in suites))
+    return [
+        e
+        for e in suites[0].expectations
+        if _check_key(e) in common
+        and isinstance(e, row_level)
+        and "unique" not in e.expectation_type
+        and (getattr(e, "mostly", 1.0) or 1.0) >= 1.0
+    ]
+
+
+def _day_report(
+    validations: _Validations, frame: Any, spec: SuiteSpec, dt: str, shared: list, rows: int
+) -> GateReport:
+    """A day's suite, the shared checks (passed over the whole range) recorded as passed on
+    the day's rows, as GX reports a passing row check."""
+    passed = {_check_key(e) for e in shared}
+    rest = [e for e in spec.expectations if _check_key(e) not in passed]
+    report = (
+        validations.run(frame, replace(spec, expectations=rest), dt)
+        if rest
+        else GateReport(spec.table, dt, [], None)
+    )
+    for e in shared:
+        cfg = e.configuration
+        report.results.append(
+            CheckResult(spec.table, dt, cfg.type, _column_of(cfg),
+                        (cfg.meta or {}).get("severity", "hard"), True, 0, rows, None)
+        )  # fmt: skip
+    return report
 
 
 def validate_states(
@@ -279,10 +345,16 @@ def record(spark: SparkSession, settings: Settings, reports: list[GateReport]) -
     if not tables.exists(spark, tables.QUALITY_RESULTS, settings):
         df.write.format("delta").partitionBy("dt").save(tables.QUALITY_RESULTS.path(settings))
         return
-    covered = sorted({(report.dt, report.table) for report in reports})
+    # A day list per table: a (day, table) pair per OR nests too deep for Delta's parser
+    # over a long chunk (215 days).
+    days_of: dict[str, set[str]] = {}
+    for report in reports:
+        days_of.setdefault(report.table, set()).add(report.dt)
     predicate = reduce(
-        lambda a, b: a | b, (tables.partition(dt, table=table) for dt, table in covered)
-    )
+        lambda a, b: a | b,
+        ((F.col("table") == table) & F.col("dt").isin(sorted(days))
+         for table, days in sorted(days_of.items())),
+    )  # fmt: skip
     tables.replace_partition(df, tables.QUALITY_RESULTS, settings, predicate)
 
 
