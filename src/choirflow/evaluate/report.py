@@ -34,7 +34,7 @@ from choirflow.config import Settings  # noqa: E402
 from choirflow.dates import day_offset, days_before  # noqa: E402
 from choirflow.evaluate.champion import CHAMPION_METRICS  # noqa: E402
 from choirflow.evaluate.metrics import auc, calibration, expected_calibration_error  # noqa: E402
-from choirflow.quality.gate import data_docs_dir  # noqa: E402
+from choirflow.quality.gate import data_docs_sites  # noqa: E402
 from choirflow.quality.suites import RELABELLED  # noqa: E402
 from choirflow.train.artifacts import RunFiles  # noqa: E402
 
@@ -492,7 +492,7 @@ def promotion_section(data: ReportData) -> Section | None:
 
 def quality_section(data: ReportData) -> Section | None:
     quality = data.quality
-    sites = sorted(data_docs_dir(data.settings, data.dt).glob("*/index.html"))
+    sites = data_docs_sites(data.settings, data.dt)
     links = ", ".join(
         f'<a href="{site.resolve().as_uri()}">{html.escape(site.parent.name)}</a>' for site in sites
     )

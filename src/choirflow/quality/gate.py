@@ -25,8 +25,27 @@ if TYPE_CHECKING:  # importing Great Expectations takes seconds: only the gates 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def data_docs_dir(settings: Settings, dt: str) -> Path:
-    return Path(settings.warehouse_dir) / "_quality" / "data_docs" / dt
+def data_docs_dir(settings: Settings, first: str, last: str | None = None) -> Path:
+    """The Data Docs of a gate run over [first, last]: `<day>` for one day, else
+    `<first>_to_<last>` (a build deletes the pages it did not write, so runs over other
+    days must not share a folder)."""
+    name = first if last in (None, first) else f"{first}_to_{last}"
+    return Path(settings.warehouse_dir) / "_quality" / "data_docs" / name
+
+
+def data_docs_sites(settings: Settings, dt: str) -> list[Path]:
+    """Per table, the Data Docs index that holds day dt: its own day's gate run, else the
+    newest range's run over it."""
+    found: dict[str, Path] = {}
+    root = Path(settings.warehouse_dir) / "_quality" / "data_docs"
+    for index in sorted(root.glob("*/*/index.html"), key=lambda p: p.stat().st_mtime):
+        folder, table = index.parent.parent.name, index.parent.name
+        first, _, last = folder.partition("_to_")
+        if not first <= dt <= (last or first):
+            continue
+        if table not in found or found[table].parent.parent.name != dt:
+            found[table] = index
+    return sorted(found.values())
 
 
 class QualityGateError(RuntimeError):
@@ -162,9 +181,9 @@ class _Validations:
     page template again: most of a small day's gate time. The site of a run lives under its
     last day (a daily run's own day); a backfill chunk's days are pages of that site."""
 
-    def __init__(self, settings: Settings, table: str, last: str) -> None:
+    def __init__(self, settings: Settings, table: str, span: tuple[str, str]) -> None:
         self.name = table.replace(".", "_")
-        self.docs_dir = data_docs_dir(settings, last) / self.name
+        self.docs_dir = data_docs_dir(settings, *span) / self.name
         self.context = _context(str(self.docs_dir))
         self._sources: dict[bool, Any] = {}
 
@@ -215,8 +234,10 @@ def validate_days(
     df: DataFrame,
     specs: dict[str, SuiteSpec],
     day_column: str = "dt",
+    span: tuple[str, str] | None = None,
 ) -> list[GateReport]:
-    """Each day's suite (`specs`, by day) on that day's rows of df (`day_column` == day).
+    """Each day's suite (`specs`, by day) on that day's rows of df (`day_column` == day);
+    Data Docs in the folder of `span` (default: the specs' first and last day).
 
     A frame of at most `quality.pandas_max_rows` rows is read from Spark once and each day
     validated on GX's pandas engine (a tiny day costs GX's Spark engine a Spark job per
@@ -230,16 +251,15 @@ def validate_days(
     prepared = prepare(df, first)
     read = {c for spec in specs.values() for c in _columns_read(prepared, spec, day_column)}
     prepared = prepared.select(*[c for c in prepared.columns if c in read])
-    validations = _Validations(settings, first.table, max(specs))
+    validations = _Validations(settings, first.table, span or (min(specs), max(specs)))
     limit = settings.quality.pandas_max_rows
     local = prepared.limit(limit + 1).toPandas()  # one Spark job for a small frame
     on_spark = len(local) > limit
     if on_spark:
         del local
         whole = prepared.cache()
-        rows = {r[0]: int(r[1]) for r in whole.groupBy(day_column).count().collect()}
     else:
-        whole, rows = local, local.groupby(day_column).size().to_dict()
+        whole = local
 
     def day_of(dt: str) -> Any:
         if on_spark:
@@ -252,6 +272,11 @@ def validate_days(
         span = f"{min(specs)}_to_{max(specs)}"  # a ".." in a name leaves it out of Data Docs
         if not all(r.success for r in validations.run(whole, bulk, span).results):
             shared = []  # a row fails somewhere: every day validated whole, as alone
+    rows: dict[str, int] = {}
+    if shared and on_spark:
+        rows = {r[0]: int(r[1]) for r in whole.groupBy(day_column).count().collect()}
+    elif shared:
+        rows = whole.groupby(day_column).size().to_dict()
     reports = [
         _day_report(validations, day_of(dt), spec, dt, shared, rows.get(dt, 0))
         for dt, spec in specs.items()
@@ -287,7 +312,8 @@ def _shared_row_checks(specs: dict[str, SuiteSpec]) -> list:
         if _check_key(e) in common
         and isinstance(e, row_level)
         and "unique" not in e.expectation_type
-        and (getattr(e, "mostly", 1.0) or 1.0) >= 1.0
+        and getattr(e, "row_condition", None) is None  # counts only the rows it selects
+        and (getattr(e, "mostly", None) is None or e.mostly >= 1.0)
     ]
 
 
@@ -327,8 +353,12 @@ def validate_states(
     day and table)."""
     checked = sorted({days[0], *(d for d in changed if days[0] < d <= days[-1])})
     frame = df.where(F.col(day_column).isin(checked))
-    validated = {r.dt: r for r in validate_days(settings, frame, dict.fromkeys(checked, spec),
-                                                 day_column)}  # fmt: skip
+    validated = {
+        r.dt: r
+        for r in validate_days(
+            settings, frame, dict.fromkeys(checked, spec), day_column, (days[0], days[-1])
+        )
+    }
     reports, last = [], validated[days[0]]
     for dt in days:
         last = validated.get(dt, last)
