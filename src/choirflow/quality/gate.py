@@ -178,8 +178,8 @@ class _Validations:
     own suite, then one Data Docs build with a page per day.
 
     A context per day paid GX's setup and, in each Data Docs build, the compilation of every
-    page template again: most of a small day's gate time. The site of a run lives under its
-    last day (a daily run's own day); a backfill chunk's days are pages of that site."""
+    page template again: most of a small day's gate time. The site lives in the folder of
+    the run's span (data_docs_dir)."""
 
     def __init__(self, settings: Settings, table: str, span: tuple[str, str]) -> None:
         self.name = table.replace(".", "_")
@@ -269,8 +269,8 @@ def validate_days(
     shared = _shared_row_checks(specs)
     if shared:
         bulk = replace(first, expectations=shared)
-        span = f"{min(specs)}_to_{max(specs)}"  # a ".." in a name leaves it out of Data Docs
-        if not all(r.success for r in validations.run(whole, bulk, span).results):
+        label = f"{min(specs)}_to_{max(specs)}"  # a ".." in a name leaves it out of Data Docs
+        if not all(r.success for r in validations.run(whole, bulk, label).results):
             shared = []  # a row fails somewhere: every day validated whole, as alone
     rows: dict[str, int] = {}
     if shared and on_spark:
